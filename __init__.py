@@ -1,0 +1,5 @@
+"""Cones 2 for ComfyUI: node registration only (the nodes live in nodes/, the method in guidance/ and training/)."""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,143 @@
+"""Nodes that load subject residuals and add them to an encoded prompt."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from ..guidance import conditioning_keys
+from ..guidance.prompt_tokens import PhraseNotFoundError, PromptTokens
+from ..guidance.residual_placement import (
+    ResidualBinding,
+    ResidualPlacementError,
+    add_residuals,
+    locate_bindings,
+)
+from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
+from .model_folders import RESIDUALS
+
+BINDINGS = "CONES2_BINDINGS"
+CATEGORY = "cones2"
+
+
+class Cones2LoadResidual:
+    """Load one subject's residual and bind it to an occurrence of a phrase; chainable."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "residual_name": (folder_paths.get_filename_list(RESIDUALS), {
+                    "tooltip": "A residual file in models/cones2_residuals (.safetensors, or the authors' .pt)."}),
+                "phrase": ("STRING", {"default": "", "tooltip":
+                    "The phrase in the prompt this subject binds to. Empty = the subject recorded in the file."}),
+                "occurrence": ("INT", {"default": 1, "min": 1, "max": 75, "tooltip":
+                    "Which occurrence of the phrase (1 = first), e.g. 2 for the second 'dog' in 'a dog and a dog'."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                                       "tooltip": "Multiplier on the residual."}),
+            },
+            "optional": {
+                "bindings": (BINDINGS, {"tooltip": "Earlier bindings, to chain several subjects."}),
+            },
+        }
+
+    RETURN_TYPES = (BINDINGS,)
+    RETURN_NAMES = ("bindings",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a Cones 2 subject residual and binds it to a phrase occurrence of the prompt."
+
+    @classmethod
+    def IS_CHANGED(cls, residual_name, **_):
+        path = folder_paths.get_full_path(RESIDUALS, residual_name)
+        if path is None:
+            return ""
+        st = os.stat(path)
+        return f"{st.st_mtime_ns}:{st.st_size}"
+
+    def load(self, residual_name, phrase, occurrence, strength, bindings=None):
+        path = folder_paths.get_full_path_or_raise(RESIDUALS, residual_name)
+        try:
+            residual = load_residual(path)
+        except ResidualFileError as e:
+            raise ValueError(f"Cones2LoadResidual: {e}") from None
+        phrase = phrase.strip() or (residual.subject or "")
+        if not phrase:
+            raise ValueError(
+                f"Cones2LoadResidual: {residual_name} records no subject (an authors' .pt file). "
+                "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."
+            )
+        binding = ResidualBinding(residual_name, residual.tensor, phrase, int(occurrence), float(strength))
+        return (tuple(bindings or ()) + (binding,),)
+
+
+class Cones2ApplyResidual:
+    """Encode a prompt exactly as CLIPTextEncode does, then add each bound residual at its phrase's rows."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "An SD2.x CLIP (from CheckpointLoaderSimple)."}),
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                    "tooltip": "The prompt; it must contain each bound phrase."}),
+            },
+            "optional": {
+                "bindings": (BINDINGS, {"tooltip": "Residual bindings from Load Residual. None = a plain encode."}),
+            },
+        }
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Encodes the prompt like CLIPTextEncode, adds each subject's residual at its phrase, "
+                   "and records where every word sits for layout guidance.")
+
+    def encode(self, clip, text, bindings=None):
+        if clip is None:
+            raise RuntimeError("Cones2ApplyResidual: the clip input is None; the checkpoint has no text encoder.")
+        bindings = tuple(bindings or ())
+        tokens = clip.tokenize(text)
+        tokenizer = getattr(clip.tokenizer, "clip_h", None)
+        if set(tokens) != {"h"} or tokenizer is None:
+            raise ValueError(
+                f"Cones2ApplyResidual: this CLIP is not SD2's (its encoders: {sorted(tokens)}; SD2 has one "
+                "OpenCLIP-H 'h'). Cones 2 works with SD2.x checkpoints; load one with CheckpointLoaderSimple."
+            )
+        prompt_tokens = PromptTokens.from_chunks(
+            tokens["h"], lambda i: tokenizer.inv_vocab.get(i, ""), tokenizer.start_token, tokenizer.end_token)
+        try:
+            placements = locate_bindings(prompt_tokens, bindings)
+        except (PhraseNotFoundError, ResidualPlacementError) as e:
+            raise ValueError(f"Cones2ApplyResidual: {e}") from None
+
+        conditioning = clip.encode_from_tokens_scheduled(tokens)
+        width = conditioning[0][0].shape[-1]
+        if width != EMBED_DIM:
+            raise ValueError(
+                f"Cones2ApplyResidual: this CLIP gives {width}-wide embeddings; SD2's are {EMBED_DIM}. "
+                "Use the CLIP of an SD2.x checkpoint."
+            )
+        residuals = [b.residual for b in bindings]
+        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens, conditioning_keys.PLACEMENTS: tuple(placements)}
+        out = []
+        for cond, meta in conditioning:
+            if cond.shape[1] != prompt_tokens.length:
+                raise RuntimeError(
+                    f"Cones2ApplyResidual: the encoder returned {cond.shape[1]} rows for {prompt_tokens.length} "
+                    "tokens; this CLIP does not encode like SD2's."
+                )
+            new_cond = add_residuals(cond, placements, residuals) if placements else cond
+            out.append([new_cond, {**meta, **extra}])
+        return (out,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "Cones2LoadResidual": Cones2LoadResidual,
+    "Cones2ApplyResidual": Cones2ApplyResidual,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "Cones2LoadResidual": "Cones2 Load Residual",
+    "Cones2ApplyResidual": "Cones2 Apply Residual (Text Encode)",
+}

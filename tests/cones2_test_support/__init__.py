@@ -1,0 +1,1 @@
+"""Test support: importing the pack, finding and driving a real ComfyUI, tiny SD2 models."""

@@ -1,0 +1,39 @@
+"""Integration tests run against a real ComfyUI checkout named by COMFYUI_PATH, else skip."""
+
+import pytest
+from cones2_test_support.host import load_host, skip_reason
+from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
+
+_REASON = skip_reason()
+
+
+def pytest_collection_modifyitems(config, items):
+    here = str(__file__).rsplit("/", 1)[0]
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.integration)
+            if _REASON:
+                item.add_marker(pytest.mark.skip(reason=_REASON))
+
+
+@pytest.fixture(scope="session")
+def host():
+    """The real ComfyUI, in process, with the pack loaded."""
+    return load_host()
+
+
+@pytest.fixture(scope="session")
+def checkpoint_name(host):
+    """A tiny random-weight SD2 checkpoint, placed in the host's models/checkpoints."""
+    folder = host.models_dir("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "tiny-sd2.safetensors"
+    if not link.exists():
+        link.symlink_to(tiny_sd2_checkpoint())
+    return link.name
+
+
+@pytest.fixture(scope="session")
+def sd2(host, checkpoint_name):
+    """(MODEL, CLIP, VAE) of the tiny SD2 checkpoint, loaded by core CheckpointLoaderSimple."""
+    return host.run("CheckpointLoaderSimple", ckpt_name=checkpoint_name)

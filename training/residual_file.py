@@ -1,0 +1,247 @@
+"""The residual file: one subject's Cones 2 residual, stored and validated.
+
+A residual is ``[n_tokens, 1024]`` float32 added to SD2's text-encoder output at the
+rows of the subject's class phrase. On disk it is a safetensors file holding one tensor
+named ``residual`` plus string metadata (see ``METADATA_KEYS``). The authors' ``*.pt``
+files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
+``torch.load(weights_only=True)``, which never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+FORMAT_NAME = "cones2-residual"
+FORMAT_VERSION = 1
+EMBED_DIM = 1024
+BASE_MODEL = "sd2"
+MAX_TOKENS = 75  # one CLIP chunk holds at most 75 content tokens
+SUFFIXES = (".safetensors", ".pt")
+METADATA_KEYS = ("format", "format_version", "subject", "token_ids", "base_model", "training")
+
+
+class ResidualFileError(ValueError):
+    """A residual file or tensor that cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A validated residual and what is known about how it was made."""
+
+    tensor: torch.Tensor  # [n_tokens, 1024] float32 on the CPU
+    subject: str | None = None  # the class phrase it was trained on ("dog", "robot toy")
+    token_ids: tuple[int, ...] | None = None  # the phrase's CLIP token ids
+    base_model: str = BASE_MODEL
+    training: dict = field(default_factory=dict)  # settings of the run that made it, when known
+    source: str = "<memory>"  # where it came from, for messages
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tensor.shape[0])
+
+
+def check_residual_tensor(tensor, source: str) -> torch.Tensor:
+    """Return ``tensor`` as a contiguous ``[n, 1024]`` float32 CPU tensor, or raise ResidualFileError."""
+    if not isinstance(tensor, torch.Tensor):
+        raise ResidualFileError(
+            f"{source}: holds a {type(tensor).__name__}, not a tensor. "
+            "A residual file holds one [n_tokens, 1024] tensor; pick a file made by Cones 2 training."
+        )
+    if not (tensor.is_floating_point()):
+        raise ResidualFileError(f"{source}: the residual has dtype {tensor.dtype}; it must be floating point.")
+    if tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 2:
+        raise ResidualFileError(
+            f"{source}: the residual has shape {list(tensor.shape)}; expected [n_tokens, {EMBED_DIM}] or [{EMBED_DIM}]."
+        )
+    n, width = tensor.shape
+    if width != EMBED_DIM:
+        hint = " (768 is SD1.x's text width)" if width == 768 else ""
+        raise ResidualFileError(
+            f"{source}: the residual is {width} wide{hint}, but SD2's text encoder is {EMBED_DIM} wide. "
+            "Cones 2 residuals only work with SD2.x; train this subject again on an SD2.x checkpoint."
+        )
+    if n == 0 or n > MAX_TOKENS:
+        raise ResidualFileError(
+            f"{source}: the residual has {n} rows; a subject phrase has 1 to {MAX_TOKENS} tokens."
+        )
+    tensor = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise ResidualFileError(
+            f"{source}: the residual holds {bad} NaN or infinite values, so it would ruin every image. "
+            "Its training diverged: train again (a lower learning rate) or use an earlier checkpoint."
+        )
+    return tensor
+
+
+def make_residual(tensor, *, subject=None, token_ids=None, base_model=BASE_MODEL, training=None,
+                  source="<memory>") -> Residual:
+    """Validate ``tensor`` and wrap it with its metadata."""
+    tensor = check_residual_tensor(tensor, source)
+    if token_ids is not None:
+        token_ids = tuple(int(t) for t in token_ids)
+        if len(token_ids) != tensor.shape[0]:
+            raise ResidualFileError(
+                f"{source}: the residual has {tensor.shape[0]} rows but its phrase has {len(token_ids)} tokens "
+                f"{list(token_ids)}; the file is inconsistent, train or convert it again."
+            )
+    return Residual(tensor=tensor, subject=subject or None, token_ids=token_ids, base_model=base_model,
+                    training=dict(training or {}), source=source)
+
+
+def residual_metadata(residual: Residual) -> dict[str, str]:
+    """The safetensors metadata of ``residual`` (all values strings, as the format requires)."""
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "base_model": residual.base_model}
+    if residual.subject:
+        meta["subject"] = residual.subject
+    if residual.token_ids is not None:
+        meta["token_ids"] = json.dumps(list(residual.token_ids))
+    if residual.training:
+        meta["training"] = json.dumps(residual.training, sort_keys=True, separators=(",", ":"))
+    return meta
+
+
+def residual_to_bytes(residual: Residual) -> bytes:
+    """Serialize ``residual`` as a complete safetensors file."""
+    return safetensors_bytes({"residual": residual.tensor.contiguous()}, metadata=residual_metadata(residual))
+
+
+def save_residual(residual: Residual, path, *, overwrite: bool = False) -> Path:
+    """Write ``residual`` to ``path`` atomically; never leaves a partial file behind.
+
+    With ``overwrite=False`` an existing file is an error (FileExistsError), checked
+    atomically; use ``unique_residual_path`` to pick a free name first.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ResidualFileError(f"{path.name}: residuals are saved as .safetensors, not {path.suffix or 'no suffix'}.")
+    data = residual_to_bytes(residual)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails with FileExistsError instead of replacing
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def unique_residual_path(directory, stem: str) -> Path:
+    """``directory/stem.safetensors``, or ``stem_2``, ``stem_3``... if that name is taken."""
+    directory = Path(directory)
+    candidate = directory / f"{stem}.safetensors"
+    k = 2
+    while candidate.exists():
+        candidate = directory / f"{stem}_{k}.safetensors"
+        k += 1
+    return candidate
+
+
+def save_residual_unique(residual: Residual, directory, stem: str) -> Path:
+    """Save under a free name in ``directory`` (a collision gets ``_2``, ``_3``...), atomically."""
+    while True:
+        try:
+            return save_residual(residual, unique_residual_path(directory, stem), overwrite=False)
+        except FileExistsError:
+            continue  # another writer took the name between the check and the link
+
+
+def load_residual(path) -> Residual:
+    """Load a residual from ``.safetensors`` (this pack's format) or ``.pt`` (the authors')."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise ResidualFileError(f"{name}: no such file ({path}).")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return _load_torch(path)
+    raise ResidualFileError(f"{name}: unknown residual file type; use .safetensors or the authors' .pt.")
+
+
+def _load_safetensors(path: Path) -> Residual:
+    name = path.name
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+            tensor = f.get_tensor("residual") if "residual" in keys else None
+    except Exception as e:  # safetensors raises several types for a corrupt header
+        raise ResidualFileError(f"{name}: not a readable safetensors file ({e}).") from None
+    fmt = meta.get("format")
+    if tensor is None or (fmt is not None and fmt != FORMAT_NAME):
+        what = f"format '{fmt}'" if fmt else f"tensors {keys[:4]}{'...' if len(keys) > 4 else ''}"
+        raise ResidualFileError(
+            f"{name}: not a Cones 2 residual (it has {what}; a residual has one tensor named 'residual' "
+            f"and format '{FORMAT_NAME}'). Put only residual files in models/cones2_residuals."
+        )
+    version = meta.get("format_version", str(FORMAT_VERSION))
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise ResidualFileError(
+            f"{name}: written in residual format version {version}; this pack reads up to {FORMAT_VERSION}. "
+            "Update the pack."
+        )
+    base = meta.get("base_model", BASE_MODEL)
+    if base != BASE_MODEL:
+        raise ResidualFileError(f"{name}: made for base model '{base}'; this pack applies '{BASE_MODEL}' residuals.")
+    try:
+        token_ids = json.loads(meta["token_ids"]) if "token_ids" in meta else None
+        training = json.loads(meta["training"]) if "training" in meta else {}
+    except json.JSONDecodeError as e:
+        raise ResidualFileError(f"{name}: damaged metadata ({e}); convert or train it again.") from None
+    return make_residual(tensor, subject=meta.get("subject"), token_ids=token_ids, base_model=base,
+                         training=training, source=name)
+
+
+def _load_torch(path: Path) -> Residual:
+    name = path.name
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ResidualFileError(
+            f"{name}: refused to load. Only plain tensor files are read (weights_only=True never runs code "
+            f"from a file); this one is not ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+        ) from None
+    if isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if "residual" in tensors:
+            obj = tensors["residual"]
+        elif len(tensors) == 1 and len(obj) == 1:
+            obj = next(iter(tensors.values()))
+        else:
+            raise ResidualFileError(
+                f"{name}: holds {len(obj)} entries {list(obj)[:4]}; a residual .pt holds a single tensor."
+            )
+    return make_residual(obj, source=name)
+
+
+def convert_to_safetensors(src, dst=None, *, subject: str | None = None, token_ids=None,
+                           overwrite: bool = False) -> Path:
+    """Convert an authors' ``.pt`` residual to this pack's ``.safetensors`` file (atomic)."""
+    src = Path(src)
+    residual = load_residual(src)
+    dst = Path(dst) if dst else src.with_suffix(".safetensors")
+    residual = make_residual(residual.tensor, subject=subject or residual.subject or src.stem,
+                             token_ids=token_ids if token_ids is not None else residual.token_ids,
+                             training={**residual.training, "converted_from": src.name}, source=src.name)
+    return save_residual(residual, dst, overwrite=overwrite)
+
