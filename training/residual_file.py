@@ -9,6 +9,7 @@ files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -136,7 +137,10 @@ def save_residual(residual: Residual, path, *, overwrite: bool = False) -> Path:
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)  # fails with FileExistsError instead of replacing
+            try:
+                os.link(tmp, path)  # atomic, and fails instead of replacing
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "a residual file of that name exists", str(path)) from None
             os.unlink(tmp)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,195 @@
+"""The residual file format: round trips, validation messages, safe .pt loading, atomic saves."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cones2.training import residual_file as rf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def residual(n=1, seed=0, **meta):
+    t = torch.randn(n, 1024, generator=torch.Generator().manual_seed(seed)) * 0.01
+    return rf.make_residual(t, **meta)
+
+
+def test_round_trip_keeps_tensor_and_metadata(tmp_path):
+    r = residual(2, subject="robot toy", token_ids=[8797, 5988], training={"steps": 3000, "lr": 1e-6})
+    path = rf.save_residual(r, tmp_path / "toy.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        assert list(f.keys()) == ["residual"]
+        assert f.get_tensor("residual").dtype == torch.float32
+    assert meta["format"] == "cones2-residual"
+    assert meta["format_version"] == "1"
+    assert meta["subject"] == "robot toy"
+    assert json.loads(meta["token_ids"]) == [8797, 5988]
+    assert meta["base_model"] == "sd2"
+    assert json.loads(meta["training"]) == {"steps": 3000, "lr": 1e-6}
+    back = rf.load_residual(path)
+    assert torch.equal(back.tensor, r.tensor)
+    assert (back.subject, back.token_ids, back.training) == ("robot toy", (8797, 5988), r.training)
+    assert back.source == "toy.safetensors"
+
+
+def test_single_token_file_is_at_most_5kb(tmp_path):
+    r = residual(1, subject="dog", token_ids=[1929],
+                 training={"steps": 3000, "lr": 1e-6, "regularizer": "paper", "lambda": 1.0, "seed": 0})
+    path = rf.save_residual(r, tmp_path / "dog.safetensors")
+    assert path.stat().st_size <= 5 * 1024
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 8), scale=st.floats(1e-6, 1e3), subject=st.text(min_size=1, max_size=20))
+def test_round_trip_is_exact_for_any_shape_and_subject(tmp_path_factory, n, scale, subject):
+    t = torch.randn(n, 1024) * scale
+    path = tmp_path_factory.mktemp("rt") / "r.safetensors"
+    rf.save_residual(rf.make_residual(t, subject=subject), path)
+    back = rf.load_residual(path)
+    assert torch.equal(back.tensor, t) and back.subject == subject
+
+
+@pytest.mark.parametrize("shape", [(1024,), (1, 1024), (3, 1024)])
+def test_official_pt_tensors_load(tmp_path, shape):
+    t = torch.randn(shape)
+    torch.save(t, tmp_path / "dog.pt")
+    r = rf.load_residual(tmp_path / "dog.pt")
+    assert r.tensor.shape == (1 if len(shape) == 1 else shape[0], 1024)
+    assert torch.equal(r.tensor.flatten(), t.flatten())
+    assert r.subject is None
+
+
+def test_pt_half_precision_is_widened_to_float32(tmp_path):
+    torch.save(torch.randn(1024).half(), tmp_path / "h.pt")
+    assert rf.load_residual(tmp_path / "h.pt").tensor.dtype == torch.float32
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pt_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = _Payload()
+    payload.marker = marker
+    torch.save({"residual": payload}, tmp_path / "evil.pt")
+    with pytest.raises(rf.ResidualFileError, match="evil.pt: refused to load.*weights_only"):
+        rf.load_residual(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_768_wide_residual_is_refused_with_the_reason(tmp_path, suffix):
+    t = torch.randn(1, 768)
+    path = tmp_path / f"sd15{suffix}"
+    save_file({"residual": t}, str(path)) if suffix == ".safetensors" else torch.save(t, path)
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(path)
+    msg = str(e.value)
+    assert f"sd15{suffix}" in msg and "768 wide" in msg and "SD1" in msg and "1024" in msg and "SD2" in msg
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_refused(tmp_path, bad):
+    t = torch.zeros(2, 1024)
+    t[1, 5] = bad
+    save_file({"residual": t}, str(tmp_path / "bad.safetensors"), metadata={"format": "cones2-residual"})
+    with pytest.raises(rf.ResidualFileError, match=r"bad.safetensors: .*1 NaN or infinite value.*train again"):
+        rf.load_residual(tmp_path / "bad.safetensors")
+
+
+def test_a_file_that_is_not_a_residual_is_named(tmp_path):
+    save_file({"lora_unet_down.weight": torch.zeros(4, 4)}, str(tmp_path / "lora.safetensors"))
+    with pytest.raises(rf.ResidualFileError, match="lora.safetensors: not a Cones 2 residual.*lora_unet_down"):
+        rf.load_residual(tmp_path / "lora.safetensors")
+    save_file({"residual": torch.zeros(1, 1024)}, str(tmp_path / "other.safetensors"), metadata={"format": "x"})
+    with pytest.raises(rf.ResidualFileError, match="other.safetensors: not a Cones 2 residual.*format 'x'"):
+        rf.load_residual(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(rf.ResidualFileError, match="junk.safetensors: not a readable safetensors file"):
+        rf.load_residual(tmp_path / "junk.safetensors")
+    torch.save({"a": torch.zeros(1024), "b": torch.zeros(1024)}, tmp_path / "two.pt")
+    with pytest.raises(rf.ResidualFileError, match="two.pt: holds 2 entries"):
+        rf.load_residual(tmp_path / "two.pt")
+
+
+def test_newer_format_version_and_other_base_model_are_refused(tmp_path):
+    t = torch.zeros(1, 1024)
+    save_file({"residual": t}, str(tmp_path / "v9.safetensors"),
+              metadata={"format": "cones2-residual", "format_version": "9"})
+    with pytest.raises(rf.ResidualFileError, match="format version 9.*Update the pack"):
+        rf.load_residual(tmp_path / "v9.safetensors")
+    save_file({"residual": t}, str(tmp_path / "xl.safetensors"),
+              metadata={"format": "cones2-residual", "base_model": "sdxl"})
+    with pytest.raises(rf.ResidualFileError, match="base model 'sdxl'"):
+        rf.load_residual(tmp_path / "xl.safetensors")
+
+
+def test_bad_shapes_and_inconsistent_token_ids():
+    with pytest.raises(rf.ResidualFileError, match=r"shape \[2, 3, 1024\]"):
+        rf.make_residual(torch.zeros(2, 3, 1024))
+    with pytest.raises(rf.ResidualFileError, match="0 rows"):
+        rf.make_residual(torch.zeros(0, 1024))
+    with pytest.raises(rf.ResidualFileError, match="2 rows but its phrase has 1 tokens"):
+        rf.make_residual(torch.zeros(2, 1024), token_ids=[1929])
+    with pytest.raises(rf.ResidualFileError, match="holds a str"):
+        rf.make_residual("not a tensor")
+
+
+def test_save_refuses_to_overwrite_and_keeps_the_old_file(tmp_path):
+    path = rf.save_residual(residual(seed=1), tmp_path / "dog.safetensors")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        rf.save_residual(residual(seed=2), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.safetensors"]
+
+
+def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rf.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        rf.save_residual(residual(), tmp_path / "dog.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unique_names_never_overwrite(tmp_path):
+    names = [rf.save_residual_unique(residual(seed=i), tmp_path, "dog").name for i in range(3)]
+    assert names == ["dog.safetensors", "dog_2.safetensors", "dog_3.safetensors"]
+    assert not torch.equal(rf.load_residual(tmp_path / "dog.safetensors").tensor,
+                           rf.load_residual(tmp_path / "dog_3.safetensors").tensor)
+
+
+def test_save_wants_safetensors_suffix(tmp_path):
+    with pytest.raises(rf.ResidualFileError, match="saved as .safetensors, not .pt"):
+        rf.save_residual(residual(), tmp_path / "dog.pt")
+
+
+def test_convert_command_turns_official_pt_into_safetensors(tmp_path):
+    t = torch.randn(1024)
+    torch.save(t, tmp_path / "dog.pt")
+    cmd = [sys.executable, str(ROOT / "scripts" / "convert_residual.py"), str(tmp_path / "dog.pt"), "--subject", "dog"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = rf.load_residual(tmp_path / "dog.safetensors")
+    assert torch.equal(r.tensor[0], t) and r.subject == "dog"
+    assert r.training == {"converted_from": "dog.pt"}
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 1 and "dog.safetensors exists; pass --force" in again.stderr
+    torch.save(torch.randn(768), tmp_path / "sd15.pt")
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_residual.py"), str(tmp_path / "sd15.pt")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "768 wide" in bad.stderr
+    assert not (tmp_path / "sd15.safetensors").exists()
