@@ -92,6 +92,8 @@ def load_host() -> Host:
 
     if Path(folder_paths.base_path) != base:
         raise RuntimeError("folder_paths was imported before the test host set its base directory")
+    import utils.extra_config  # noqa: F401  (main.py imports it before nodes, which puts comfy/ on sys.path)
+
     import nodes
 
     pack_path = str(base / "custom_nodes" / PACK_DIR_NAME)

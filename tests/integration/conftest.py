@@ -37,3 +37,22 @@ def checkpoint_name(host):
 def sd2(host, checkpoint_name):
     """(MODEL, CLIP, VAE) of the tiny SD2 checkpoint, loaded by core CheckpointLoaderSimple."""
     return host.run("CheckpointLoaderSimple", ckpt_name=checkpoint_name)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """ComfyUI's main.py --cpu with the pack installed and the tiny checkpoint; one per test session.
+
+    Its extra_model_paths.yaml adds a second residual folder (``server.extra_residuals``).
+    """
+    from cones2_test_support.server import ComfyServer
+
+    extra = tmp_path_factory.mktemp("extra_residuals")
+    yaml = extra / "extra_model_paths.yaml"
+    yaml.write_text(f"cones2_test:\n    base_path: {extra}\n    cones2_residuals: .\n")
+    server = ComfyServer(models={"checkpoints": {"tiny-sd2.safetensors": tiny_sd2_checkpoint()}},
+                         extra_args=["--extra-model-paths-config", str(yaml)])
+    server.extra_residuals = extra
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,125 @@
+"""Phrase lookup over ComfyUI-shaped token chunks, without a tokenizer."""
+
+import pytest
+import torch
+from cones2.guidance.prompt_tokens import PhraseNotFoundError, PromptTokens, phrase_words
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+START, END, PAD = 49406, 49407, 0
+# word -> BPE pieces, as CLIP would split them ("hotdog" is two pieces, the last is "dog</w>")
+PIECES = {
+    "a": ["a</w>"], "dog": ["dog</w>"], "dogs": ["dogs</w>"], "hotdog": ["hot", "dog</w>"],
+    "and": ["and</w>"], "robot": ["robot</w>"], "toy": ["toy</w>"], "on": ["on</w>"],
+    "the": ["the</w>"], "beach": ["beach</w>"], ",": [",</w>"], ".": [".</w>"],
+    "sunglasses": ["sun", "glasses</w>"], "mug": ["mug</w>"],
+}
+VOCAB = {p: i + 100 for i, p in enumerate(sorted({p for ps in PIECES.values() for p in ps}))}
+INV = {i: p for p, i in VOCAB.items()}
+
+
+def chunks_for(words, chunk_len=77, per_chunk=75):
+    """ComfyUI-shaped chunks: [start, <=75 content, end, pad...] with (id, weight) pairs."""
+    ids = [VOCAB[p] for w in words for p in PIECES[w]]
+    chunks = []
+    for k in range(0, max(len(ids), 1), per_chunk):
+        body = ids[k:k + per_chunk]
+        chunk = [(START, 1.0)] + [(t, 1.0) for t in body] + [(END, 1.0)]
+        chunk += [(PAD, 1.0)] * (chunk_len - len(chunk))
+        chunks.append(chunk)
+    return chunks
+
+
+def tokens_for(words, **kw):
+    return PromptTokens.from_chunks(chunks_for(words, **kw), INV.__getitem__, START, END)
+
+
+def test_rows_skip_start_end_and_padding():
+    t = tokens_for(["a", "dog", "on", "the", "beach"])
+    assert t.length == 77
+    assert t.rows == (1, 2, 3, 4, 5)
+    assert t.find("dog") == [(2,)]
+    assert t.find("the beach") == [(4, 5)]
+
+
+def test_whole_words_only():
+    t = tokens_for(["a", "hotdog", "and", "dogs", "and", "a", "dog"])
+    assert t.find("dog") == [(8,)]  # not the "dog</w>" piece inside "hotdog", not "dogs"
+    assert t.find("hotdog") == [(2, 3)]
+
+
+def test_occurrences_of_the_same_word_and_multi_token_phrases():
+    t = tokens_for(["a", "dog", "and", "a", "dog", "and", "a", "robot", "toy"])
+    assert t.occurrence("dog", 1) == (2,)
+    assert t.occurrence("dog", 2) == (5,)
+    assert t.occurrence("robot toy") == (8, 9)
+    assert t.occurrence("Robot   TOY") == (8, 9)  # case and spacing as CLIP normalises them
+
+
+def test_multi_piece_word_spans_all_its_rows():
+    t = tokens_for(["a", "sunglasses", "on", "a", "mug"])
+    assert t.occurrence("sunglasses") == (2, 3)
+
+
+def test_phrase_split_across_chunks_keeps_its_rows():
+    words = ["a"] * 74 + ["robot", "toy"]  # robot is token 75 of chunk 0, toy token 1 of chunk 1
+    t = tokens_for(words)
+    assert t.length == 154
+    assert t.occurrence("robot toy") == (75, 78)
+
+
+def test_padding_id_zero_is_not_content_but_an_embedding_slot_is():
+    chunk = [(START, 1.0), (VOCAB["a</w>"], 1.0), (torch.zeros(1024), 1.0), (VOCAB["dog</w>"], 1.0), (END, 1.0)]
+    chunk += [(PAD, 1.0)] * (77 - len(chunk))
+    t = PromptTokens.from_chunks([chunk], INV.__getitem__, START, END)
+    assert t.rows == (1, 2, 3)
+    assert t.find("dog") == [(3,)]
+
+
+def test_weighted_triples_with_word_ids_are_accepted():
+    chunk = [(START, 1.0, 0), (VOCAB["dog</w>"], 1.2, 1), (END, 1.0, 0)] + [(PAD, 1.0, 0)] * 74
+    assert PromptTokens.from_chunks([chunk], INV.__getitem__, START, END).find("dog") == [(1,)]
+
+
+def test_missing_phrase_and_occurrence_messages():
+    t = tokens_for(["a", "dog", "on", "the", "beach"])
+    with pytest.raises(PhraseNotFoundError, match=r"'cat' is not in the prompt \(prompt words: 'a dog on the beach'\)"):
+        t.occurrence("cat")
+    with pytest.raises(PhraseNotFoundError, match="occurs 1 time.*occurrence 2 does not exist.*from 1 to 1"):
+        t.occurrence("dog", 2)
+    with pytest.raises(PhraseNotFoundError, match="has no words"):
+        t.find("   ")
+    with pytest.raises(PhraseNotFoundError, match="1 or more"):
+        t.occurrence("dog", 0)
+
+
+def test_phrase_words_split_like_clip():
+    assert phrase_words("A Dog, on  the beach.") == ("a", "dog", ",", "on", "the", "beach", ".")
+    assert phrase_words("dog's toy") == ("dog", "'s", "toy")
+    assert phrase_words("42 cats") == ("4", "2", "cats")
+    assert phrase_words("café") == ("cafÃ©",)  # UTF-8 bytes in the byte-level BPE alphabet, as pieces are
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.sampled_from(sorted(PIECES)), min_size=1, max_size=120),
+       phrase=st.lists(st.sampled_from(["a", "dog", "toy", "robot", "hotdog", "sunglasses", ","]),
+                       min_size=1, max_size=2))
+def test_find_matches_a_direct_scan(words, phrase):
+    t = tokens_for(words)
+    # expected rows by the chunk arithmetic: content token k sits at chunk k//75, slot 1 + k%75
+    k = 0
+    word_rows = []
+    for w in words:
+        rows = []
+        for _ in PIECES[w]:
+            rows.append((k // 75) * 77 + 1 + k % 75)
+            k += 1
+        word_rows.append(tuple(rows))
+    expected, i = [], 0
+    while i + len(phrase) <= len(words):
+        if words[i:i + len(phrase)] == phrase:
+            expected.append(tuple(r for wr in word_rows[i:i + len(phrase)] for r in wr))
+            i += len(phrase)
+        else:
+            i += 1
+    assert t.find(" ".join(phrase)) == expected
