@@ -77,8 +77,7 @@ def save_state(state: TrainState, path) -> Path:
     return path
 
 
-def load_state(path) -> TrainState:
-    """Read a checkpoint written by ``save_state``; raise TrainingResumeError if it is not one."""
+def _read(path, tensors: bool) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise TrainingResumeError(f"no checkpoint at {path}.")
@@ -87,13 +86,27 @@ def load_state(path) -> TrainState:
             meta = f.metadata() or {}
             if meta.get("format") != FORMAT:
                 raise TrainingResumeError(f"{path.name} is not a Cones 2 training checkpoint.")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except TrainingResumeError:
         raise
     except Exception as e:
         raise TrainingResumeError(f"{path.name}: not a readable checkpoint ({e}).") from None
     if int(meta.get("format_version", "0")) > VERSION:
         raise TrainingResumeError(f"{path.name} was written by a newer version of the pack; update it.")
+    return meta, data
+
+
+def peek_state(path) -> TrainState:
+    """The checkpoint's step, settings, fingerprints and losses, without reading its tensors."""
+    meta, _ = _read(path, tensors=False)
+    return TrainState(step=int(meta["step"]), settings=json.loads(meta["settings"]),
+                      fingerprints=json.loads(meta["fingerprints"]), params={}, optimizer={},
+                      losses=json.loads(meta["losses"]))
+
+
+def load_state(path) -> TrainState:
+    """Read a checkpoint written by ``save_state``; raise TrainingResumeError if it is not one."""
+    meta, tensors = _read(path, tensors=True)
     params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -115,12 +128,15 @@ def load_state(path) -> TrainState:
     )
 
 
-def check_resumable(state: TrainState, settings: dict, fingerprints: dict, source: str) -> None:
-    """Raise TrainingResumeError naming every setting or input that differs from the checkpoint's."""
+def check_resumable(state: TrainState, settings: dict, fingerprints: dict | None, source: str) -> None:
+    """Raise TrainingResumeError naming every setting or input that differs from the checkpoint's.
+
+    ``fingerprints=None`` checks the settings only (before the encoder copy exists).
+    """
     diffs = [f"{k}: checkpoint {state.settings.get(k)!r}, now {v!r}"
              for k, v in settings.items() if state.settings.get(k) != v]
     names = {"encoder": "the text encoder (another checkpoint?)", "images": "the subject images"}
-    diffs += [f"{names.get(k, k)} differ" for k, v in fingerprints.items() if state.fingerprints.get(k) != v]
+    diffs += [f"{names.get(k, k)} differ" for k, v in (fingerprints or {}).items() if state.fingerprints.get(k) != v]
     if diffs:
         raise TrainingResumeError(
             f"cannot resume from {source}: it belongs to another run ({'; '.join(diffs)}). "

@@ -50,7 +50,7 @@ from .prompt_ids import (
 )
 from .residual_extraction import encode_subject_rows, gather_subject_rows, residual_from_rows
 from .subject_images import EncodeImage, build_latent_bank, check_images
-from .train_checkpoint import TrainState, check_resumable, load_state, save_state
+from .train_checkpoint import TrainState, check_resumable, load_state, peek_state, save_state
 
 PRESERVATION = ("paper", "official", "none")
 RESIDUAL_FROM = ("corpus", "templates")
@@ -144,6 +144,18 @@ def check_settings(s: TrainSettings) -> None:
         problems.append(f"training_prompt {s.training_prompt!r} must contain {{}} where the phrase goes")
     if problems:
         raise TrainingInputError("; ".join(problems) + ".")
+
+
+def run_binding(settings: TrainSettings, phrase: str, phrase_ids, prediction: str) -> dict:
+    """What a checkpoint records about its run, and a resumed run must repeat."""
+    return settings.binding() | {"phrase": " ".join(phrase.split()), "token_ids": list(phrase_ids),
+                                 "prediction": prediction}
+
+
+def check_resume_settings(resume_path, settings: TrainSettings, phrase: str, phrase_ids, prediction: str) -> None:
+    """Refuse early (reading only the checkpoint's header) a resume whose settings differ."""
+    check_resumable(peek_state(resume_path), run_binding(settings, phrase, phrase_ids, prediction), None,
+                    Path(resume_path).name)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -241,11 +253,10 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
     n_layers = len(encoder.layers)
     if not 0 <= settings.train_layers <= n_layers:
         raise TrainingInputError(f"train_layers must be 0 (all) to {n_layers} (got {settings.train_layers}).")
-    binding = settings.binding() | {"phrase": phrase, "token_ids": list(phrase_ids), "prediction": prediction}
+    binding = run_binding(settings, phrase, phrase_ids, prediction)
     fingerprints = {"encoder": weights_fingerprint(encoder), "images": images_fingerprint(images)}
-    resume = load_state(resume_path) if resume_path else None
-    if resume is not None:
-        check_resumable(resume, binding, fingerprints, Path(resume_path).name)
+    if resume_path:
+        check_resumable(peek_state(resume_path), binding, fingerprints, Path(resume_path).name)
 
     bank = build_latent_bank(images, encode_image, settings.resolution, flip=settings.flip,
                              random_crop=settings.random_crop, device=device, between=between)
@@ -276,7 +287,8 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
 
     losses = _losses_template()
     step0 = 0
-    if resume is not None:
+    if resume_path:
+        resume = load_state(resume_path)
         missing = [n for n in param_names if n not in resume.params]
         if missing:
             raise TrainingResumeError(f"{Path(resume_path).name} lacks trained weights {missing[:3]}.")
