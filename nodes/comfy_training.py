@@ -187,7 +187,7 @@ class ComfyDenoiser:
     call loads the UNet through a clone of the ModelPatcher (after the photos are encoded).
     """
 
-    def __init__(self, model, *, gradient_checkpointing: bool = True, memory_required: float = 0):
+    def __init__(self, model, *, gradient_checkpointing: bool = True):
         self.patcher = model.clone()
         for name, module in self.patcher.model.named_modules():
             if hasattr(module, "weight_function"):
@@ -196,7 +196,6 @@ class ComfyDenoiser:
                         self.patcher.add_weight_wrapper(f"{name}.{param}", _identity)
         self.model_sampling = self.patcher.get_model_object("model_sampling")
         self.gradient_checkpointing = gradient_checkpointing
-        self.memory_required = memory_required
         self._patched: list[tuple[torch.nn.Module, object]] = []
         self.loaded = False
 
@@ -217,9 +216,12 @@ class ComfyDenoiser:
         self._patched.clear()
 
     def load(self) -> None:
-        """Load the UNet for training (after the VAE has encoded the photos, so it is not unloaded again)."""
-        comfy.model_management.load_models_gpu([self.patcher], memory_required=self.memory_required,
-                                               force_full_load=True)
+        """Load the UNet for training (after the VAE has encoded the photos, so it is not unloaded again).
+
+        As core TrainLoraNode, ask for all free memory: ComfyUI offloads every other model (the CLIP,
+        the VAE) for the run; they come back when next used.
+        """
+        comfy.model_management.load_models_gpu([self.patcher], memory_required=1e20, force_full_load=True)
         base = self.patcher.model
         self.diffusion_model = base.diffusion_model
         self.dtype = base.manual_cast_dtype or base.get_dtype()
@@ -235,17 +237,13 @@ class ComfyDenoiser:
         sigma = self.sigmas[t.to(self.sigmas.device)]
         timestep = self.model_sampling.timestep(sigma.to(self.model_sampling.sigmas.device)).float()
         options = {**self.transformer_options, "sigmas": sigma, "cond_or_uncond": [0]}
-        out = self.diffusion_model(x_t.to(self.device, self.dtype), timestep.to(self.device),
-                                   context=context.to(self.device, self.dtype), transformer_options=options)
+        dtype = self.dtype
+        if torch.is_autocast_enabled(self.device.type):
+            # inputs in the autocast dtype: ComfyUI's ops then copy each weight straight to it
+            dtype = torch.get_autocast_dtype(self.device.type)
+        out = self.diffusion_model(x_t.to(self.device, dtype), timestep.to(self.device),
+                                   context=context.to(self.device, dtype), transformer_options=options)
         return out.float()
-
-
-def unet_memory_estimate(encoder: ClipTextEncoder, settings: TrainSettings) -> float:
-    """Bytes the run needs beside the UNet: encoder weights, grads and AdamW states (fp32), plus activations."""
-    n = sum(p.numel() for p in encoder.trainable_parameters(settings.train_layers))
-    activations = (2.5 if settings.gradient_checkpointing else 8.0) * 1024**3 * settings.batch_size \
-        * (settings.resolution / 512) ** 2
-    return 16.0 * n + activations
 
 
 def slug(text: str, fallback: str = "subject") -> str:
@@ -260,6 +258,9 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
     check_settings(settings)
     check_sd2(model, clip, vae)
     prediction = prediction_type(model)
+    if prediction == "v" and settings.resolution < 768:
+        log.warning("Cones 2 training: a v-prediction (SD2.x 768) model at %d px; it was trained at 768 px, "
+                    "which the authors used too.", settings.resolution)
     tokenize, special = sd2_tokenizer(clip)
     phrase_ids = phrase_token_ids(tokenize, phrase, special)  # cheap checks before the encoder copy and the VAE
     check_images(images)
@@ -268,8 +269,7 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
     device = comfy.model_management.get_torch_device()
     encoder = trainable_encoder(clip, tokenize, special, device)
     schedule = alphas_cumprod(model)
-    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing,
-                       memory_required=unet_memory_estimate(encoder, settings)) as denoiser:
+    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing) as denoiser:
         return train_residual(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images,
                               encode_image=vae_encoder(vae, denoiser.patcher), denoiser=denoiser,
                               alphas_cumprod=schedule, prediction=prediction, settings=settings,

@@ -14,53 +14,58 @@ def smooth(values: list[float], window: int) -> list[float]:
     """Trailing moving average (the first points average what exists)."""
     if not values:
         return []
-    c = np.cumsum(np.asarray(values, dtype=np.float64))
-    out = []
-    for i in range(len(values)):
-        lo = max(0, i + 1 - window)
-        out.append((c[i] - (c[lo - 1] if lo else 0.0)) / (i + 1 - lo))
-    return out
+    c = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64))])
+    i = np.arange(1, len(values) + 1)
+    lo = np.maximum(0, i - window)
+    return ((c[i] - c[lo]) / (i - lo)).tolist()
 
 
 def loss_plot_image(losses: dict[str, list[float]]) -> torch.Tensor:
-    """``[1, H, W, 3]`` float image: the total loss per step (light), its moving average (dark), the
-    preservation term (orange) when there is one; min/max and step labels."""
+    """``[1, H, W, 3]`` float image: the total loss per step (light), its moving average (dark), and the
+    preservation term (orange, its own scale on the right) when there is one."""
     img = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(img)
     total = [v for v in losses.get("loss", []) if np.isfinite(v)]
-    left, top, right, bottom = MARGIN + 16, 24, WIDTH - 16, HEIGHT - MARGIN
+    left, top, right, bottom = MARGIN + 16, 24, WIDTH - MARGIN - 16, HEIGHT - MARGIN
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS, width=2)
     draw.text((left, 4), "Cones 2 training loss", fill=TEXT)
     if not total:
         draw.text((left + 20, (top + bottom) // 2), "no steps run", fill=TEXT)
         return _to_tensor(img)
-    series = [(total, RAW, 1), (smooth(total, max(1, len(total) // 50)), SMOOTH, 2)]
-    pres = [v for v in losses.get("preservation", []) if np.isfinite(v)]
-    if pres and max(pres) > 0:
-        series.append((pres, PRESERVATION, 1))
-    lo = min(min(s) for s, _, _ in series)
-    hi = max(max(s) for s, _, _ in series)
-    span = (hi - lo) or 1.0
     n = len(total)
 
-    def xy(i, v):
-        x = left + (right - left) * (i / max(1, n - 1))
-        y = bottom - (bottom - top) * ((v - lo) / span)
-        return x, y
+    def scale(values, lo=None, hi=None):
+        lo = min(values) if lo is None else lo
+        hi = max(values) if hi is None else hi
+        span = (hi - lo) or 1.0
+        return lo, hi, [(left + (right - left) * (i / max(1, n - 1)), bottom - (bottom - top) * ((v - lo) / span))
+                        for i, v in enumerate(values)]
 
-    for values, colour, width in series:
-        pts = [xy(i, v) for i, v in enumerate(values)]
-        if len(pts) == 1:
-            x, y = pts[0]
+    def plot(points, colour, width):
+        if len(points) == 1:
+            x, y = points[0]
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
         else:
-            draw.line(pts, fill=colour, width=width)
+            draw.line(points, fill=colour, width=width)
+
+    pres = [v for v in losses.get("preservation", []) if np.isfinite(v)]
+    if len(pres) == n and max(pres) > 0:
+        p_lo, p_hi, p_pts = scale(pres)
+        plot(p_pts, PRESERVATION, 1)
+        draw.line([(right, top), (right, bottom)], fill=PRESERVATION, width=1)
+        draw.text((right + 4, top - 6), f"{p_hi:.3g}", fill=PRESERVATION)
+        draw.text((right + 4, bottom - 8), f"{p_lo:.3g}", fill=PRESERVATION)
+    smoothed = smooth(total, max(1, n // 50))
+    lo, hi, raw_pts = scale(total)
+    _, _, smooth_pts = scale(smoothed, lo, hi)  # a moving average stays within the raw range
+    plot(raw_pts, RAW, 1)
+    plot(smooth_pts, SMOOTH, 2)
     draw.text((4, top - 6), f"{hi:.4g}", fill=TEXT)
     draw.text((4, bottom - 8), f"{lo:.4g}", fill=TEXT)
     draw.text((left, bottom + 8), "1", fill=TEXT)
     draw.text((right - 40, bottom + 8), f"{n} steps", fill=TEXT)
-    legend = "loss, moving average" + (", preservation" if len(series) == 3 else "")
-    draw.text((left + 120, bottom + 26), legend, fill=TEXT)
+    legend = "loss (blue: moving average)" + ("; preservation term (orange, right scale)" if pres else "")
+    draw.text((left + 60, bottom + 26), legend, fill=TEXT)
     return _to_tensor(img)
 
 

@@ -133,7 +133,8 @@ class Cones2TrainResidual:
                    "subject's photos, then averages how the subject phrase's embedding moved (Eq. 5).")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, resume_from=NO_RESUME, **_):
+    def VALIDATE_INPUTS(cls, resume_from=NO_RESUME):
+        # the list of checkpoints changes while ComfyUI runs: check the file, not the list seen at startup
         if resume_from not in (None, NO_RESUME) and not (checkpoint_dir() / resume_from).is_file():
             return f"checkpoint {resume_from!r} is not in output/{CHECKPOINT_SUBFOLDER}"
         return True

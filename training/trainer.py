@@ -282,7 +282,7 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
     names = {id(p): n for n, p in encoder.named_parameters()}
     param_names = [names[id(p)] for p in params]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=settings.weight_decay)
+                                  weight_decay=settings.weight_decay, fused=device.type == "cuda" or None)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
 
     losses = _losses_template()

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Train a Cones 2 subject residual headless, with ComfyUI's own loaders (the same code as the node).
+
+    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python scripts/train_residual.py \\
+        --checkpoint v2-1_512-ema-pruned.safetensors --images photos/dog --phrase dog
+
+Needs a ComfyUI checkout (COMFYUI_PATH or --comfyui) and a Python that runs it. The residual
+is written into ComfyUI's models/cones2_residuals (or --output-dir / --output), never over an
+existing file. --official switches every default to the authors' train_cones2.py settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pack_alias import import_pack_core  # noqa: E402
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+OFFICIAL = {"learning_rate": 5e-6, "steps": 4000, "resolution": 768, "preservation": "official",
+            "residual_from": "templates", "training_prompt": "{}"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="SD2.x checkpoint: a path, or a name in ComfyUI's models/checkpoints")
+    p.add_argument("--images", required=True, nargs="+", type=Path, help="a folder of photos, or photo files")
+    p.add_argument("--phrase", required=True, help="the subject's class word or phrase, e.g. dog, 'robot toy'")
+    p.add_argument("--official", action="store_true",
+                   help="the authors' settings: lr 5e-6, 4000 steps, 768 px, official regularizer, 27 templates, "
+                        "prompt '{}' (explicit options still win)")
+    g = p.add_argument_group("training (defaults: the paper)")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--resolution", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--preservation", choices=["paper", "official", "none"])
+    g.add_argument("--preservation-weight", type=float, help="λ of the paper's preservation loss")
+    g.add_argument("--residual-from", choices=["corpus", "templates"])
+    g.add_argument("--training-prompt", help="{} = the phrase, {a} = its article")
+    g.add_argument("--corpus-size", type=int)
+    g.add_argument("--sentences-per-step", type=int)
+    g.add_argument("--train-layers", type=int, help="0 = the whole encoder; k = its last k layers (less memory)")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    g.add_argument("--no-gradient-checkpointing", action="store_true")
+    g.add_argument("--flip", action="store_true", help="also train on mirrored photos")
+    g.add_argument("--center-crop", action="store_true", help="center crops instead of random ones")
+    g.add_argument("--prediction", choices=["auto", "eps", "v"], default="auto",
+                   help="override the checkpoint's prediction type (as core ModelSamplingDiscrete does)")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", type=Path, help="residual file to write (.safetensors; must not exist)")
+    o.add_argument("--output-dir", type=Path, help="folder for the residual (default: models/cones2_residuals)")
+    o.add_argument("--name", help="file name stem (default: the phrase); a taken name gets _2, _3...")
+    o.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    o.add_argument("--checkpoint-file", type=Path, help="where checkpoints go (default: output/cones2_training/)")
+    o.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
+    o.add_argument("--loss-plot", type=Path, help="write the loss curve as a PNG")
+    o.add_argument("--loss-json", type=Path, help="write the per-step losses as JSON")
+    c = p.add_argument_group("ComfyUI")
+    c.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
+                   help="the ComfyUI checkout (default: $COMFYUI_PATH)")
+    c.add_argument("--cpu", action="store_true", help="run on the CPU (automatic when there is no GPU)")
+    args = p.parse_args(argv)
+    if not args.comfyui:
+        p.error("no ComfyUI checkout: set COMFYUI_PATH or pass --comfyui")
+    if args.output and (args.output_dir or args.name):
+        p.error("--output names the file; do not combine it with --output-dir or --name")
+    return args
+
+
+def settings_from(args, TrainSettings):
+    base = TrainSettings()
+    values = {}
+    for field in ("steps", "learning_rate", "batch_size", "resolution", "seed", "preservation",
+                  "preservation_weight", "residual_from", "training_prompt", "corpus_size", "sentences_per_step",
+                  "train_layers", "precision"):
+        value = getattr(args, field)
+        if value is None and args.official:
+            value = OFFICIAL.get(field)
+        values[field] = getattr(base, field) if value is None else value
+    return TrainSettings(**values, gradient_checkpointing=not args.no_gradient_checkpointing, flip=args.flip,
+                         random_crop=not args.center_crop, checkpoint_every=args.checkpoint_every)
+
+
+def start_comfyui(path: Path, cpu: bool):
+    path = path.expanduser().resolve()
+    if not (path / "comfy").is_dir():
+        raise SystemExit(f"error: {path} is not a ComfyUI checkout (no comfy/ folder)")
+    sys.path.insert(0, str(path))
+    import comfy.cli_args
+    import torch
+
+    if cpu or not (torch.cuda.is_available() or getattr(torch.backends, "mps", None)
+                   and torch.backends.mps.is_available()):
+        comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401  (device selection reads the args above)
+
+
+def image_files(sources: list[Path]) -> list[Path]:
+    files = []
+    for src in sources:
+        if src.is_dir():
+            files += sorted(f for f in src.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif src.is_file():
+            files.append(src)
+        else:
+            raise SystemExit(f"error: {src} does not exist")
+    return files
+
+
+def load_photos(files: list[Path]):
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    photos = []
+    for f in files:
+        with Image.open(f) as img:
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+        photos.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0))
+    return photos
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start_comfyui(args.comfyui, args.cpu)
+    import_pack_core()
+    import comfy.sd
+    import folder_paths
+    import torch
+    from cones2.nodes.comfy_training import slug, train_with_comfy, training_mode
+    from cones2.nodes.loss_plot import loss_plot_image
+    from cones2.nodes.model_folders import residual_save_dir
+    from cones2.nodes.training_nodes import new_checkpoint_path
+    from cones2.training.errors import TrainingError
+    from cones2.training.residual_file import make_residual, save_residual, save_residual_unique
+    from cones2.training.trainer import OutOfMemory, TrainSettings
+
+    settings = settings_from(args, TrainSettings)
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        found = folder_paths.get_full_path("checkpoints", args.checkpoint)
+        if found is None:
+            print(f"error: no checkpoint {args.checkpoint!r} (not a file, not in models/checkpoints)", file=sys.stderr)
+            return 2
+        ckpt = Path(found)
+    files = image_files(args.images)
+    print(f"checkpoint {ckpt.name}; {len(files)} photo(s); phrase {args.phrase!r}; {settings.steps} steps at "
+          f"{settings.resolution} px, lr {settings.learning_rate:g}", file=sys.stderr)
+
+    with torch.inference_mode():  # loaded as inside a ComfyUI prompt
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(ckpt), output_vae=True, output_clip=True,
+            embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    if args.prediction != "auto":
+        from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+
+        sampling = {"eps": "eps", "v": "v_prediction"}[args.prediction]
+        model = ModelSamplingDiscrete().patch(model, sampling, False)[0]
+    photos = load_photos(files)
+
+    checkpoint_path = args.resume or args.checkpoint_file
+    if checkpoint_path is None and settings.checkpoint_every:
+        checkpoint_path = new_checkpoint_path(args.phrase)
+    started = time.perf_counter()
+    every = max(1, settings.steps // 100)
+
+    def progress(done, total, last):
+        if done % every == 0 or done == total:
+            rate = done / max(1e-9, time.perf_counter() - started)
+            print(f"step {done}/{total}  loss {last['loss']:.4f}  diffusion {last['diffusion']:.4f}  "
+                  f"preservation {last['preservation']:.4g}  ({rate:.2f} steps/s)", file=sys.stderr)
+
+    try:
+        with training_mode():
+            result = train_with_comfy(model, clip, vae, photos, args.phrase, settings, progress=progress,
+                                      checkpoint_path=checkpoint_path, resume_path=args.resume)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OutOfMemory as e:
+        print(f"error: out of memory ({str(e).splitlines()[0][:200]}). Try --train-layers 4, --precision bf16, "
+              "a lower --resolution.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        where = f" The last checkpoint is {checkpoint_path}." if checkpoint_path and checkpoint_path.exists() else ""
+        print(f"interrupted: no residual written.{where}", file=sys.stderr)
+        return 130
+
+    training = dict(result.metadata, checkpoint=Path(ckpt).name)
+    residual = make_residual(result.residual, subject=" ".join(args.phrase.split()), token_ids=result.token_ids,
+                             training=training, source="train_residual.py")
+    if args.output:
+        try:
+            out = save_residual(residual, args.output)
+        except FileExistsError:
+            print(f"error: {args.output} exists; choose another --output", file=sys.stderr)
+            return 1
+    else:
+        out = save_residual_unique(residual, args.output_dir or residual_save_dir(), slug(args.name or args.phrase))
+    print(f"{result.steps_run} steps in {result.seconds:.1f} s; residual written to {out}", file=sys.stderr)
+    if args.loss_json:
+        args.loss_json.write_text(json.dumps(result.losses))
+    if args.loss_plot:
+        from PIL import Image
+
+        img = (loss_plot_image(result.losses)[0].numpy() * 255).round().astype("uint8")
+        Image.fromarray(img).save(args.loss_plot)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
