@@ -168,7 +168,7 @@ def image_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
     out = []
     for k in range(step * batch, step * batch + batch):
         epoch, pos = divmod(k, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_777_777 + epoch))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed((seed * 7_777_777 + epoch) % (2**63 - 1)))
         out.append(int(perm[pos]))
     return out
 

@@ -269,3 +269,14 @@ def test_the_trained_residual_makes_a_valid_residual_file(tmp_path):
     back = load_residual(path)
     assert back.training["steps"] == 2 and back.subject == "dog"
     assert os.path.getsize(path) < 10_000
+
+
+def test_huge_seeds_are_fine_and_draws_depend_on_seed_and_step_only():
+    big = 2**64 - 1
+    assert image_indices(big, 5, 2, 3) == image_indices(big, 5, 2, 3)
+    a = torch.rand(3, generator=step_generator(big, 7))
+    assert torch.equal(a, torch.rand(3, generator=step_generator(big, 7)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(big, 8)))
+    # every photo once per epoch, as a shuffled data loader
+    seen = [i for step in range(6) for i in image_indices(0, step, 1, 3)]
+    assert sorted(seen[:3]) == [0, 1, 2] and sorted(seen[3:]) == [0, 1, 2]
