@@ -49,63 +49,75 @@ def render_layout_preview(layout: Layout, image: torch.Tensor | None = None,
         base = base.detach().to("cpu", torch.float32)
         base = base[..., :3] if base.shape[-1] >= 3 else base[..., :1].expand(*base.shape[:3], 3)
     _, height, width, _ = base.shape
-    keep = torch.ones(height, width, 1)  # out = base * keep + paint: the layers composited "over"
-    paint = torch.zeros(height, width, 3)
-
-    def over(alpha: torch.Tensor, color) -> None:
-        nonlocal keep, paint
-        alpha = alpha[..., None] if alpha.ndim == 2 else alpha
-        col = torch.as_tensor(color, dtype=torch.float32) / 255
-        keep = keep * (1 - alpha)
-        paint = paint * (1 - alpha) + alpha * col
-
+    canvas = _Layers(height, width)
     masks = layout.region_masks(height, width) if layout.subjects else torch.zeros(0, height, width, dtype=torch.bool)
     line = max(1, round(min(height, width) / 256))
+    corners = []
     for index, mask in enumerate(masks):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        if len(ys) == 0:
+            corners.append(None)
+            continue
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        crop = mask[y0:y1, x0:x1]
         color = subject_color(index)
-        over(mask.float() * opacity, color)
-        over(_outline(mask, line).float(), color)
+        canvas.over(crop.float() * opacity, color, y0, x0)
+        canvas.over(_outline(crop, line).float(), color, y0, x0)
+        corners.append((x0 + line, y0 + line))
     font_px = max(10, min(32, round(min(height, width) / 40)))
-    for index, (mask, subject) in enumerate(zip(masks, layout.subjects, strict=True)):
-        if mask.any():
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            _label(over, subject_caption(subject), int(xs.min()) + line, int(ys.min()) + line,
-                   subject_color(index), width, height, font_px)
+    for index, (corner, subject) in enumerate(zip(corners, layout.subjects, strict=True)):
+        if corner is not None:
+            _label(canvas, subject_caption(subject), *corner, subject_color(index), font_px)
     if not layout.subjects:
-        _label(over, f"empty layout ({layout.width}x{layout.height}, no subjects)", 0, 0, (40, 40, 40),
-               width, height, font_px)
+        _label(canvas, f"empty layout ({layout.width}x{layout.height}, no subjects)", 0, 0, (40, 40, 40), font_px)
     if abs(layout.width * height - layout.height * width) > max(width, height):
-        _label(over, f"canvas {layout.width}x{layout.height} stretched onto a {width}x{height} image", 0,
-               height - 1, (200, 30, 30), width, height, font_px, anchor_bottom=True)
-    return (base * keep + paint).clamp(0, 1)
+        _label(canvas, f"canvas {layout.width}x{layout.height} stretched onto a {width}x{height} image", 0,
+               height - 1, (200, 30, 30), font_px, anchor_bottom=True)
+    return (base * canvas.keep + canvas.paint).clamp(0, 1)
+
+
+class _Layers:
+    """Layers composited "over" one another, kept as ``out = image * keep + paint`` so that a batch
+    of images shares the work."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+        self.keep = torch.ones(height, width, 1)
+        self.paint = torch.zeros(height, width, 3)
+
+    def over(self, alpha: torch.Tensor, color, y: int, x: int) -> None:
+        """Composite ``color`` with coverage ``alpha`` ``[h, w]`` whose top-left pixel is (x, y)."""
+        h, w = alpha.shape
+        a = alpha[..., None]
+        keep, paint = self.keep[y:y + h, x:x + w], self.paint[y:y + h, x:x + w]
+        keep.mul_(1 - a)
+        paint.mul_(1 - a).add_(a * (torch.tensor(color, dtype=torch.float32) / 255))
 
 
 def _outline(mask: torch.Tensor, thickness: int) -> torch.Tensor:
-    """Pixels of ``mask`` within ``thickness`` of its border (the image edge counts as a border)."""
+    """Pixels of ``mask`` within ``thickness`` of its border; beyond the crop is outside (so the image
+    edge counts as a border too)."""
     outside = F.pad((~mask).float()[None, None], (thickness,) * 4, value=1.0)
     near_outside = F.max_pool2d(outside, 2 * thickness + 1, stride=1)[0, 0] > 0
     return mask & near_outside
 
 
-def _label(over, text: str, x: int, y: int, color, width: int, height: int, font_px: int,
-           anchor_bottom: bool = False) -> None:
+def _label(canvas: _Layers, text: str, x: int, y: int, color, font_px: int, anchor_bottom: bool = False) -> None:
     """A tag in ``color`` with ``text`` in black or white, its corner at (x, y), kept inside the image."""
     glyphs = _text_bitmap(text, font_px)
     pad = max(2, font_px // 5)
     tag_h, tag_w = glyphs.shape[0] + 2 * pad, glyphs.shape[1] + 2 * pad
-    x = max(0, min(x, width - tag_w))
-    y = max(0, min(y - tag_h + 1 if anchor_bottom else y, height - tag_h))
-    h, w = min(tag_h, height - y), min(tag_w, width - x)
+    x = max(0, min(x, canvas.width - tag_w))
+    y = max(0, min(y - tag_h + 1 if anchor_bottom else y, canvas.height - tag_h))
+    h, w = min(tag_h, canvas.height - y), min(tag_w, canvas.width - x)
     if h <= 0 or w <= 0:
         return
-    tag = torch.zeros(height, width)
-    tag[y:y + h, x:x + w] = 1
-    over(tag, color)
-    ink = torch.zeros(height, width)
+    canvas.over(torch.ones(h, w), color, y, x)
+    ink = torch.zeros(h, w)
     gh, gw = max(0, min(glyphs.shape[0], h - pad)), max(0, min(glyphs.shape[1], w - pad))
-    ink[y + pad:y + pad + gh, x + pad:x + pad + gw] = glyphs[:gh, :gw]
+    ink[pad:pad + gh, pad:pad + gw] = glyphs[:gh, :gw]
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-    over(ink, (0, 0, 0) if luminance > 150 else (255, 255, 255))
+    canvas.over(ink, (0, 0, 0) if luminance > 150 else (255, 255, 255), y, x)
 
 
 @cache

@@ -29,7 +29,7 @@ The ``colors`` value of ``Cones2LayoutFromColorMap``: which colour of the image 
 
     mapping    := json | line ("\\n" line)*
     line       := blank | comment | entry
-    comment    := whitespace* "#" anything, except a line that starts with a hex colour and ":"
+    comment    := whitespace* "#" anything, except "#" + hex digits + ":" (a hex colour entry)
     entry      := colour ":" phrase ["#" occurrence] [SEP gamma]
     colour     := R SEP G SEP B  (integers 0..255)  |  "#" RRGGBB (hex)
     json       := the authors' "color_context" object, {"255,192,0": ["mug", 2.5], ...}, or a whole
@@ -57,7 +57,7 @@ _SEP = re.compile(r"[\s,]+")
 _INT = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _HEX_COLOR = re.compile(r"#([0-9a-fA-F]{6})")
-_HEX_ENTRY = re.compile(r"\s*#[0-9a-fA-F]{6}\s*:")
+_HEX_ENTRY = re.compile(r"\s*#[0-9a-fA-F]+\s*:")  # "#" + hex digits + ":" is a colour entry, not a comment
 
 
 class LayoutTextError(LayoutError):
@@ -275,7 +275,7 @@ def _subject_spec(text: str, where: str) -> tuple[str, int, float | None]:
         raise LayoutTextError(f"{where} has more than one ':'; one colour per line: {COLOR_SYNTAX}")
     head, hash_, tail = text.partition("#")
     fields = [f for f in _SEP.split(head.strip(" \t,")) if f]
-    if not fields:
+    if not fields or (len(fields) == 1 and not hash_ and _NUMBER.fullmatch(fields[0])):
         raise LayoutTextError(f"{where} has no phrase after ':'; write {COLOR_SYNTAX}, e.g. '255,192,0: mug'")
     phrase = " ".join(fields)
     occurrence, gamma = 1, None
