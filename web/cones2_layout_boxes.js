@@ -45,7 +45,7 @@ function injectStyle() {
   style.id = "cones2-box-editor-style";
   style.textContent = `
 .cones2-box-editor { display: flex; flex-direction: column; gap: 3px; box-sizing: border-box; overflow: hidden;
-  font: 11px sans-serif; color: var(--input-text, #ddd); }
+  font: 11px sans-serif; color: var(--input-text, #ddd); user-select: none; }
 .cones2-box-editor .c2-row { display: flex; align-items: center; gap: 4px; height: 24px; flex: none; min-width: 0; }
 .cones2-box-editor input, .cones2-box-editor select, .cones2-box-editor button { box-sizing: border-box; height: 22px;
   font: 11px sans-serif; color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222);
@@ -59,7 +59,7 @@ function injectStyle() {
 .cones2-box-editor .c2-bg { flex: 1 1 70px; }
 .cones2-box-editor .c2-swatch { width: 12px; height: 12px; border-radius: 3px; flex: none;
   border: 1px solid var(--border-color, #555); }
-.cones2-box-editor canvas { flex: 1 1 auto; min-height: 0; width: 100%; outline: none; cursor: crosshair;
+.cones2-box-editor canvas { flex: 1 1 auto; min-height: 0; width: 100%; outline: none; cursor: crosshair; touch-action: none;
   border-radius: 4px; background: #1b1b1b; }
 .cones2-box-editor canvas:focus-visible { box-shadow: 0 0 0 1px #4a90d9; }
 .cones2-box-editor .c2-status { height: ${STATUS_HEIGHT - 2}px; flex: none; overflow: hidden; white-space: nowrap;
@@ -243,6 +243,10 @@ class BoxEditor {
     this.syncFields();
     this.requestDraw();
     this.node.setDirtyCanvas?.(true, true);
+    // Record the change for undo/redo and the workflow's modified state now, not at the next mouseup.
+    try {
+      app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState();
+    } catch { /* no workflow store: nothing to track */ }
   }
 
   boxes() { return boxesOf(this.lines); }
@@ -406,6 +410,7 @@ class BoxEditor {
 
   renderStatus() {
     let msg = this.message;
+    if (!msg && this.readOnly) msg = { text: this.readOnly, level: "warn" };
     if (!msg && this.errors.length) {
       msg = { text: this.errors.length === 1 ? this.errors[0].message : `${this.errors.length} lines cannot be read; ` +
         `first: ${this.errors[0].message}`, level: "error" };
@@ -414,7 +419,7 @@ class BoxEditor {
       const problems = checkBoxes(this.boxes(), this.canvasWidth, this.canvasHeight);
       if (problems.length) msg = { text: problems[0].message, level: "warn" };
     }
-    if (!msg && this.readOnly) msg = { text: this.readOnly, level: "warn" };
+    if (!msg && this.sizeNote) msg = { text: this.sizeNote, level: "warn" };
     if (!msg) {
       const n = this.boxes().length;
       msg = { text: `${this.canvasWidth}×${this.canvasHeight}, ${n} box${n === 1 ? "" : "es"}. ${HINT}`, level: "info" };
@@ -499,7 +504,6 @@ class BoxEditor {
     }
     this.syncFields();
     this.requestDraw();
-    e.preventDefault();
   }
 
   onPointerMove(e) {
@@ -673,13 +677,15 @@ class BoxEditor {
       this.syncFields();
       this.requestDraw();
     }
-    const linked = this.inputLinked("boxes") ? "boxes comes from a link: the drawing shows the widget's own text"
-      : this.inputLinked("width") || this.inputLinked("height") ? "width/height come from a link: drawing on the widgets' size"
-        : null;
-    if (linked !== (this.readOnly ?? null)) {
-      this.readOnly = this.inputLinked("boxes") ? linked : null;
-      if (!this.readOnly && linked) this.message = { text: linked, level: "warn" };
+    // Linked inputs: the value the server gets is not the widget's, so say what is drawn.
+    const readOnly = this.inputLinked("boxes") ? "boxes comes from a link: the editor shows the widget's own text" : null;
+    const sizeNote = this.inputLinked("width") || this.inputLinked("height")
+      ? `width/height come from a link: drawing on the widgets' ${this.canvasWidth}×${this.canvasHeight}` : null;
+    if (readOnly !== (this.readOnly ?? null) || sizeNote !== (this.sizeNote ?? null)) {
+      this.readOnly = readOnly;
+      this.sizeNote = sizeNote;
       this.syncFields();
+      this.requestDraw();
     }
     const bg = this.node.properties?.[BACKGROUND_PROPERTY];
     if (bg?.node != null && this.backgroundImage() !== this.drawnBackground) this.requestDraw();
