@@ -103,6 +103,15 @@ try {
   result.afterDelete = await editorState(page);
   result.nodeStillThere = await page.evaluate(() => !!window.app.graph.getNodeById(1));
 
+  // The frontend's undo/redo covers the editor's changes.
+  await page.keyboard.press("Control+z");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1)?.cones2BoxEditor?.boxes().length === 3);
+  result.undone = await editorState(page);
+  await page.keyboard.press("Control+y");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1)?.cones2BoxEditor?.boxes().length === 2);
+  result.redone = await editorState(page);
+  step("undo and redo");
+
   result.serialized = await page.evaluate(() => {
     const node = window.app.graph.getNodeById(1);
     return {
@@ -123,18 +132,28 @@ try {
   await page.waitForFunction(() => window.app.graph.getNodeById(3)?.imgs?.[0]?.complete, null, { timeout: 60_000 });
   step("the run finished and its image is shown");
 
+  // A background taken from another node: the image Save Image now shows.
+  await page.locator(".cones2-box-editor .c2-bg").focus();
+  await page.locator(".cones2-box-editor .c2-bg").selectOption("node:3");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1).cones2BoxEditor.drawnBackground);
+  result.nodeBackground = await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(1);
+    return { property: node.properties.cones2_background, src: node.cones2BoxEditor.drawnBackground.src,
+      choices: [...node.cones2BoxEditor.bgSelect.options].map((o) => o.textContent) };
+  });
+  step("background from another node's image");
+
   if (backgroundPng) {
     // A background picked from disk: uploaded through ComfyUI's /upload/image.
     const chooser = page.waitForEvent("filechooser");
-    await page.evaluate(() => {
-      const select = window.app.graph.getNodeById(1).cones2BoxEditor.bgSelect;
-      select.focus();
-    });
+    await page.locator(".cones2-box-editor .c2-bg").focus();
     await page.locator(".cones2-box-editor .c2-bg").selectOption("upload");
     await (await chooser).setFiles(backgroundPng);
     await page.waitForFunction(() => {
-      const ed = window.app.graph.getNodeById(1).cones2BoxEditor;
-      return ed.backgroundImage() && ed.drawnBackground;
+      const node = window.app.graph.getNodeById(1);
+      const ed = node.cones2BoxEditor;
+      return node.properties.cones2_background?.filename && ed.backgroundImage() &&
+        ed.drawnBackground === ed.backgroundImage();
     }, null, { timeout: 30_000 });
     result.background = await page.evaluate(() => window.app.graph.getNodeById(1).properties.cones2_background);
     step("background image uploaded and drawn");
@@ -200,7 +219,8 @@ try {
     await window.app.loadGraphData(saved);
     await new Promise((r) => setTimeout(r, 300));
     const node = window.app.graph.getNodeById(1);
-    return { ...node.cones2BoxEditor.state(), widgetsValues: saved.nodes.find((n) => n.id === 1).widgets_values };
+    return { ...node.cones2BoxEditor.state(), widgetsValues: saved.nodes.find((n) => n.id === 1).widgets_values,
+      background: node.properties.cones2_background, backgroundShown: !!node.cones2BoxEditor.backgroundImage() };
   });
   step("saved and reloaded the workflow");
 

@@ -92,6 +92,9 @@ def test_boxes_are_moved_resized_and_deleted(browser_run):
     assert _boxes(r["beforeDelete"])[2] == ("dog", 2, 96, 320, 80, 48)
     assert r["afterDelete"]["text"] == DRAWN
     assert r["nodeStillThere"], "the Delete key on the editor deleted the node"
+    # Ctrl+Z / Ctrl+Y of the frontend undo and redo the editor's changes
+    assert r["undone"]["text"] == r["beforeDelete"]["text"]
+    assert r["redone"]["text"] == DRAWN
 
 
 def test_the_serialized_value_and_the_prompt_payload_hold_the_boxes(browser_run):
@@ -129,8 +132,11 @@ def test_the_queued_run_saves_the_layout_the_user_drew(browser_run, comfy_server
     assert saved[330, 400][0] > saved[330, 400][2] + 30  # cat: orange
 
 
-def test_a_background_image_is_uploaded_and_drawn(browser_run, comfy_server):
+def test_a_background_image_is_taken_from_another_node_or_uploaded(browser_run, comfy_server):
     r, out = browser_run
+    nb = r["nodeBackground"]
+    assert nb["property"] == {"node": "3"} and "image of #3 Save Image" in nb["choices"]
+    assert "cones2_layout_widget_00001_.png" in nb["src"]
     assert r["background"] == {"filename": "background.png", "subfolder": "cones2_layout", "type": "input"}
     assert (comfy_server.base / "input" / "cones2_layout" / "background.png").is_file()
     shot = Image.open(out / "layout-widget.png")
@@ -163,6 +169,7 @@ def test_the_saved_workflow_loads_back_and_resizing_the_node_breaks_nothing(brow
     assert r["reloaded"]["widgetsValues"] == [768, 384, text, 2.5]
     assert r["reloaded"]["text"] == text and (r["reloaded"]["width"], r["reloaded"]["height"]) == (768, 384)
     assert len(r["reloaded"]["boxes"]) == 3 and not r["reloaded"]["errors"]
+    assert r["reloaded"]["background"]["filename"] == "background.png"  # kept in the workflow's node properties
     small = r["nodeResized"]
     assert small["nodeSize"] == [300, 520] and small["text"] == text
     assert 0 < small["canvasPixels"][0] < r["resized"]["canvasPixels"][0]
