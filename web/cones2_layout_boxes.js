@@ -10,6 +10,7 @@ import { app } from "../../scripts/app.js";
 import {
   boxesOf,
   checkBoxes,
+  clipBoxes,
   GRID,
   boxFromDrag,
   moveBox,
@@ -97,7 +98,7 @@ class BoxEditor {
     this.drag = null;
     this.message = null; // {text, level, action?}
     this.rescaleBase = null;
-    this.background = null; // {image, source}
+    this.background = null; // {key, img}: the uploaded background being shown
     this.canvasWidth = this.widgetWidth();
     this.canvasHeight = this.widgetHeight();
     this.buildDom();
@@ -204,8 +205,7 @@ class BoxEditor {
     if (mode === "rescale") {
       result = rescaleBoxes(boxes, base.width, base.height, width, height);
     } else {
-      // keep pixel positions: the boxes stay where they are, clipped to the new canvas
-      result = rescaleBoxes(boxes.map((b) => ({ ...b })), width, height, width, height);
+      result = clipBoxes(boxes, width, height); // the boxes stay at their pixels, cut to the new canvas
     }
     const lines = base.lines.map((l) => ({ ...l }));
     result.boxes.forEach((b, i) => {
@@ -307,9 +307,9 @@ class BoxEditor {
     c.addEventListener("dblclick", () => { if (this.selectedBox()) this.focusPhrase(); });
     // Zoom and pan the graph from over the canvas, as over a text widget.
     c.addEventListener("wheel", (e) => { e.preventDefault(); app.canvas.processMouseWheel(e); }, { passive: false });
-    // Delete/Backspace on the editor must never reach the graph (it would delete the node).
+    // Delete/Backspace in the editor must never reach the graph (it would delete the node).
     this.root.addEventListener("keydown", (e) => {
-      if ((e.key === "Delete" || e.key === "Backspace") && e.target === c) e.stopPropagation();
+      if (e.key === "Delete" || e.key === "Backspace") e.stopPropagation();
     });
 
     this.phraseInput.addEventListener("input", () => {

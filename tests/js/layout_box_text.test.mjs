@@ -6,6 +6,7 @@ import {
   boxFromDrag,
   boxesOf,
   checkBoxes,
+  clipBoxes,
   formatBoxLine,
   formatNumber,
   moveBox,
@@ -165,5 +166,14 @@ describe("snapping and geometry", () => {
     assert.equal(odd.clipped, 1);
     const same = rescaleBoxes(boxes, 512, 512, 512, 512);
     assert.equal(same.changed, 0);
+  });
+
+  it("clips boxes to a smaller canvas at their pixel positions, without snapping", () => {
+    const boxes = [box("dog", 1, 3, 5, 100, 100), box("cat", 1, 400, 300, 200, 50), box("cow", 1, 600, 10, 40, 20)];
+    const { boxes: out, changed } = clipBoxes(boxes, 512, 320);
+    assert.deepEqual(out.map((b) => [b.x, b.y, b.width, b.height]), [[3, 5, 100, 100], [400, 300, 112, 20],
+      [472, 10, 40, 20]]);
+    assert.equal(changed, 2);
+    assert.equal(clipBoxes(boxes.slice(0, 1), 512, 320).changed, 0);
   });
 });

@@ -306,3 +306,29 @@ export function rescaleBoxes(boxes, fromWidth, fromHeight, toWidth, toHeight, gr
   });
   return { boxes: out, changed, clipped };
 }
+
+/**
+ * Boxes kept at their pixel positions on a new width x height canvas: each is cut to the
+ * canvas; one left entirely outside is moved just inside, keeping as much of its size as fits.
+ * No snapping. Returns {boxes, changed}.
+ */
+export function clipBoxes(boxes, width, height) {
+  let changed = 0;
+  const out = boxes.map((b) => {
+    const axis = (start, size, limit) => {
+      let lo = Math.max(0, start);
+      let hi = Math.min(limit, start + size);
+      if (hi - lo < 1) {
+        const keep = Math.max(1, Math.min(size, limit));
+        lo = Math.min(Math.max(0, start), limit - keep);
+        hi = lo + keep;
+      }
+      return [lo, hi - lo];
+    };
+    const [x, w] = axis(b.x, b.width, width);
+    const [y, h] = axis(b.y, b.height, height);
+    if (x !== b.x || y !== b.y || w !== b.width || h !== b.height) changed++;
+    return { ...b, x, y, width: w, height: h };
+  });
+  return { boxes: out, changed };
+}
