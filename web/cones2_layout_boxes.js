@@ -361,13 +361,16 @@ class BoxEditor {
     }
     const W = this.canvasWidth;
     const H = this.canvasHeight;
-    const next = { ...box, [key]: v };
-    next.x = Math.max(0, Math.min(W - 1, next.x));
-    next.y = Math.max(0, Math.min(H - 1, next.y));
-    next.width = Math.max(1, Math.min(W - next.x, next.width));
-    next.height = Math.max(1, Math.min(H - next.y, next.height));
-    this.updateSelected({ x: next.x, y: next.y, width: next.width, height: next.height });
-    if (next[key] !== v) this.setMessage(`${key} ${v} kept inside the ${W}×${H} canvas: ${next[key]}.`, "warn");
+    const clamp = (value, lo, hi) => Math.max(lo, Math.min(hi, value));
+    // A typed position moves the box (its size kept), a typed size stretches it; both stay inside the canvas.
+    const next = {
+      x: () => clamp(v, 0, W - Math.min(box.width, W)),
+      y: () => clamp(v, 0, H - Math.min(box.height, H)),
+      width: () => clamp(v, 1, Math.max(1, W - box.x)),
+      height: () => clamp(v, 1, Math.max(1, H - box.y)),
+    }[key]();
+    this.updateSelected({ [key]: next });
+    if (next !== v) this.setMessage(`${key} ${v} kept inside the ${W}×${H} canvas: ${next}.`, "warn");
   }
 
   focusPhrase() {

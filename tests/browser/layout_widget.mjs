@@ -233,6 +233,22 @@ try {
   await page.waitForTimeout(300);
   result.nodeResized = await editorState(page);
   step("resized the node");
+
+  // The selected box's numbers: a typed x moves it, a typed width is kept inside the canvas, γ+ is per box.
+  await click([20, 20]);
+  const field = (name) => page.evaluateHandle((n) => window.app.graph.getNodeById(1).cones2BoxEditor[n], name);
+  const x = await field("xInput");
+  await x.fill("100");
+  await x.press("Enter");
+  const w = await field("wInput");
+  await w.fill("1000");
+  await w.press("Enter");
+  result.clamped = await editorState(page);
+  const gamma = await field("gammaInput");
+  await gamma.fill("3");
+  await page.waitForTimeout(50);
+  result.numbers = await editorState(page);
+  step("edited the selected box's numbers");
 } catch (e) {
   result.error = `${e.stack ?? e}`;
   try {

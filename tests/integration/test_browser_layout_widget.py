@@ -179,3 +179,11 @@ def test_the_extension_logs_no_errors(browser_run):
     r, _ = browser_run
     ours = [m for m in r["console"] if "cones2" in m.lower()]
     assert not ours, ours
+
+
+def test_the_selected_boxs_numbers_are_editable(browser_run):
+    r, _ = browser_run
+    # on the 768x384 canvas: bird's x typed as 100, its width as 1000 (kept inside: 668), γ+ 3
+    assert r["clamped"]["message"] == "width 1000 kept inside the 768×384 canvas: 668."
+    assert r["numbers"]["text"].splitlines()[-1] == "bird: 100 0 668 64 3"
+    assert parse_box_lines(r["numbers"]["text"])[-1].gamma == 3.0
