@@ -54,8 +54,8 @@ BOX_SYNTAX = "<phrase> [#<occurrence>]: <x> <y> <width> <height> [<gamma>]"
 COLOR_SYNTAX = "<R>,<G>,<B>: <phrase> [#<occurrence>] [<gamma>]"
 
 _SEP = re.compile(r"[\s,]+")
-_INT = re.compile(r"[+-]?\d+")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INT = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _HEX_COLOR = re.compile(r"#([0-9a-fA-F]{6})")
 _HEX_ENTRY = re.compile(r"\s*#[0-9a-fA-F]+\s*:")  # "#" + hex digits + ":" is a colour entry, not a comment
 
@@ -145,7 +145,7 @@ def _phrase(text: str, where: str) -> str:
 
 def _occurrence(text: str, phrase: str, where: str) -> int:
     occ = text.strip()
-    if not re.fullmatch(r"\d+", occ) or int(occ) < 1:
+    if not re.fullmatch(r"[0-9]+", occ) or int(occ) < 1:
         raise LayoutTextError(
             f"{where}: '#{occ}' is not an occurrence; write '#' and a whole number from 1, e.g. '{phrase} #2'")
     return int(occ)
@@ -299,7 +299,7 @@ def parse_color(text: str, where: str = "the colour") -> tuple[int, int, int]:
         h = hexm.group(1)
         return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
     parts = [p for p in _SEP.split(value.strip("()[] \t,")) if p]
-    if len(parts) != 3 or not all(re.fullmatch(r"\d+", p) for p in parts) or any(int(p) > 255 for p in parts):
+    if len(parts) != 3 or not all(re.fullmatch(r"[0-9]+", p) for p in parts) or any(int(p) > 255 for p in parts):
         raise LayoutTextError(
             f"{where}: {value!r} is not a colour; write three whole numbers 0..255 as R,G,B (e.g. 255,192,0) "
             "or a hex colour (e.g. #ffc000)")

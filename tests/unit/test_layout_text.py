@@ -63,6 +63,8 @@ def test_gamma_forms(gamma, value):
     ("dog: 32 64 224 320  # left dog", "comments go on their own line"),
     ("dog: 1 2 3 4: 5", "more than one ':'"),
     ("red, dog: 32 64 224 320", "cannot contain ','"),
+    ("dog: \u0663\u0662 0 8 8", "x '\u0663\u0662' is not a number"),  # Arabic-Indic digits: ASCII only, as the editor
+    ("dog #\u0662: 0 0 8 8", "is not an occurrence"),
 ])
 def test_malformed_lines_name_the_line_and_the_fix(line, fragment):
     with pytest.raises(LayoutTextError) as err:
