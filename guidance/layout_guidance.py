@@ -23,7 +23,7 @@ from . import conditioning_keys
 from .attention_bias import SuppressionScope, bias_matrix, finite_floor, subject_maps
 from .layout import Layout
 from .prompt_tokens import PhraseNotFoundError, PromptTokens
-from .sigma_schedule import SigmaSchedule, StepRange, eta, logit_std
+from .sigma_schedule import SigmaSchedule, StepRange, logit_std, sigma_factor
 
 DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
 DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
@@ -101,6 +101,7 @@ class GuidanceRun:
         self._bound: tuple = ()
         self._maps: dict[tuple, torch.Tensor] = {}
         self._biases: dict[tuple, torch.Tensor] = {}
+        self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ part of η)
 
     # --- inputs from the sampling call ----------------------------------------------------
     def check_latent(self, height: int, width: int, scale: int = 8) -> None:
@@ -156,6 +157,19 @@ class GuidanceRun:
         self._bound = key
         self._biases.clear()
 
+    def begin_step(self, sigma: torch.Tensor) -> None:
+        """Before a model evaluation at ``sigma`` (``[B]``): decide once whether it is guided.
+
+        Reading σ on the host synchronises with the device; doing it here, once per model
+        call, keeps the attention layers free of syncs.
+        """
+        self._step = self._step_state(sigma)
+
+    def _step_state(self, sigma: torch.Tensor) -> tuple:
+        flat = sigma.flatten()
+        guided = self.steps.guides(float(flat.max()))
+        return sigma, guided, sigma_factor(self.settings.schedule, self.settings.weight, flat) if guided else None
+
     # --- the attention call ---------------------------------------------------------------
     def guided_chunks(self, cond_or_uncond: Sequence[int], uuids: Sequence) -> list[tuple[int, Hashable]]:
         """(chunk index, uuid) of every positive chunk that has subjects to guide."""
@@ -175,7 +189,11 @@ class GuidanceRun:
         """
         base = previous(q, k, v, extra_options) if previous is not None else attend(q, k, v, None)
         sigmas = extra_options.get("sigmas")
-        if sigmas is None or not self.steps.guides(sigmas.flatten()[0]):
+        if sigmas is None:
+            return base
+        step = self._step if self._step is not None and self._step[0] is sigmas else self._step_state(sigmas)
+        _, guided_step, factor = step
+        if not guided_step:
             return base
         branches = list(extra_options.get("cond_or_uncond") or ())
         chunks = self.guided_chunks(branches, extra_options.get("uuids") or ())
@@ -187,30 +205,34 @@ class GuidanceRun:
             return base  # not a spatial image grid (e.g. a video/temporal block): leave it alone
         heads = int(extra_options["n_heads"])
         scale = int(extra_options["dim_head"]) ** -0.5
-        sigma = sigmas.flatten().float().to(q.device)
-        sigma = sigma if sigma.numel() == batch else sigma[:1].expand(batch)
+        factor = factor.to(q.device)
+        factor = (factor if factor.numel() == batch else factor[:1].expand(batch)) * scale
 
         parts = [slice(j * batch, (j + 1) * batch) for j, _ in chunks]
         masks = []
         for (_, uid), rows in zip(chunks, parts, strict=True):
             binding = self.bindings[uid]
             bias = self._bias(uid, height, width, k.shape[1], q.device)
-            std = logit_std(q[rows], k[rows, :binding.length], heads) if self.settings.schedule.uses_std else None
-            strength = eta(self.settings.schedule, self.settings.weight, sigma, std) * scale
+            strength = factor
+            if self.settings.schedule.uses_std:
+                strength = strength * logit_std(q[rows], k[rows, :binding.length], heads)
             masks.append(bias[None] * strength[:, None, None])
-        mask = torch.cat(masks).clamp_(min=finite_floor(q.dtype)).to(q.dtype)
+        mask = masks[0] if len(masks) == 1 else torch.cat(masks)
+        if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite
+            mask = mask.clamp_(min=finite_floor(q.dtype))
+        mask = mask.to(q.dtype)
 
         def take(t):
             return t[parts[0]] if len(parts) == 1 else torch.cat([t[p] for p in parts])
 
         qg, kg, vg = take(q), take(k), take(v)
         guided = attend(qg, kg, vg, mask)
-        out = base.clone() if previous is not None else base
         if previous is not None:
             guided = take(base) + (guided - attend(qg, kg, vg, None))
+            base = base.clone()
         for i, p in enumerate(parts):
-            out[p] = guided[i * batch:(i + 1) * batch]
-        return out
+            base[p] = guided[i * batch:(i + 1) * batch]
+        return base
 
     def _bias(self, uid, height: int, width: int, total_length: int, device) -> torch.Tensor:
         """``M`` for one positive entry at one layer shape, ``[h*w, T]`` float32, built once per run."""

@@ -27,28 +27,57 @@ class SigmaSchedule(str, Enum):
         return self is not SigmaSchedule.LOG_SIGMA
 
 
+def sigma_factor(schedule: SigmaSchedule, weight: float, sigma: torch.Tensor) -> torch.Tensor:
+    """The part of η that depends only on σ, ``[B]`` float32: ``w·log(1 + σ²)``, or ``w`` (constant)."""
+    sigma = sigma.float()
+    if schedule is SigmaSchedule.CONSTANT:
+        return torch.full_like(sigma, float(weight))
+    return weight * torch.log1p(sigma * sigma)
+
+
 def eta(schedule: SigmaSchedule, weight: float, sigma: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
     """η per image, ``[B]`` float32: the factor that multiplies ``M``.
 
     ``sigma``: ``[B]`` noise levels (k-diffusion σ); ``std``: ``[B]`` logits std, or None
     when the schedule does not use it.
     """
-    sigma = sigma.float()
-    if schedule is SigmaSchedule.CONSTANT:
-        factor = torch.ones_like(sigma)
-    else:
-        factor = torch.log1p(sigma * sigma)
-    out = weight * factor
+    out = sigma_factor(schedule, weight, sigma)
     if schedule.uses_std:
         out = out * std.float().to(out.device)
     return out
 
 
-def logit_std(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+def logit_std(q: torch.Tensor, k: torch.Tensor, heads: int, method: str = "auto") -> torch.Tensor:
     """Unbiased std of ``S = Q·Kᵀ`` over heads, queries and keys, per batch element, ``[B]``.
 
     ``q``: ``[B, N, heads*d]``, ``k``: ``[B, L, heads*d]`` (projected, heads not split).
-    ``S`` is never materialised: with ``Q̃ = Q − q̄`` (queries centred per head),
+    ``method``: "gram" never materialises ``S`` (see ``logit_std_gram``), "direct" computes
+    ``S`` (``B·heads·N·L`` floats, a few MB per layer) and ``torch.std``; "auto" takes gram
+    on the CPU, where it is cheaper, and direct elsewhere, where it is 3 kernels instead of
+    about 20 small ones.
+    """
+    if method == "auto":
+        method = "gram" if q.device.type == "cpu" else "direct"
+    if method == "gram":
+        return logit_std_gram(q, k, heads)
+    if method == "direct":
+        return logit_std_direct(q, k, heads)
+    raise ValueError(f"unknown std method {method!r}")
+
+
+def logit_std_direct(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """``logit_std`` by materialising ``S`` in float32."""
+    b, n, c = q.shape
+    d = c // heads
+    qh = q.float().view(b, n, heads, d).transpose(1, 2)
+    kh = k.float().view(b, k.shape[1], heads, d).transpose(1, 2)
+    return (qh @ kh.transpose(-1, -2)).reshape(b, -1).std(dim=1)
+
+
+def logit_std_gram(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """``logit_std`` without materialising ``S``.
+
+    With ``Q̃ = Q − q̄`` (queries centred per head),
     ``Σ(S_h − μ_h)² = ⟨Q̃ᵀQ̃, KᵀK⟩_F + N·Σ_j (q̄·(k_j − k̄))²`` (the cross term vanishes since
     ``Σ_i q̃_i = 0``), then the heads' sums combine with their means' spread. Every term is
     a sum of squares, so there is no cancellation; cost ``O(N·d²)`` per head, like ``Q·Kᵀ``

@@ -7,7 +7,8 @@
   latent's aspect) and hands it to the attention calls through ``transformer_options``; it
   is dropped when sampling ends, with its cached biases.
 - A CALC_COND_BATCH wrapper sees the conditioning entries with their uuids and the token
-  maps Cones2ApplyResidual recorded, and binds them to the run.
+  maps Cones2ApplyResidual recorded, and binds them to the run; it also reads σ once per
+  model call (whether the step is guided), so attention layers never sync with the device.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _bind_conds(executor, model, conds, x_in, timestep, model_options):
     run = model_options.get("transformer_options", {}).get(RUN_KEY)
     if run is not None:
         run.bind(conds)
+        run.begin_step(timestep)
     return executor(model, conds, x_in, timestep, model_options)
 
 

@@ -187,6 +187,21 @@ def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
     assert len(calls) == 2 and calls[1] is not None
 
 
+def test_the_step_decision_made_before_the_model_call_is_reused_by_every_layer():
+    run = make_run(steps=StepRange(sigma_start=10.0, sigma_end=1.0))
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=12)
+    sigma = torch.tensor([5.0])
+    run.begin_step(sigma)
+    eo = options([1, 0], [nu, pu], 5.0)
+    eo["sigmas"] = sigma
+    guided = run.attention(q, k, v, eo, attend)
+    run._step = (sigma, False, None)  # what begin_step decided is what the layers do
+    assert torch.equal(run.attention(q, k, v, eo, attend), attend(q, k, v, None))
+    eo["sigmas"] = torch.tensor([5.0])  # another call's σ: decided afresh
+    assert torch.equal(run.attention(q, k, v, eo, attend), guided)
+
+
 def test_a_previous_attn2_replacement_is_chained():
     run = make_run()
     pu, nu = bound(run, PROMPT)
