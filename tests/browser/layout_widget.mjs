@@ -1,0 +1,287 @@
+// Drives the Cones2 Layout Boxes editor in headless Chromium against a running ComfyUI, as a
+// user would: loads a workflow, draws boxes with mouse drags, names their subjects, moves,
+// resizes and deletes boxes, queues the graph, picks a background, edits the text by hand and
+// changes the canvas size. Writes what it saw to <outdir>/result.json (asserted by
+// tests/integration/test_browser_layout_widget.py) and screenshots to <outdir>.
+//
+// usage: node tests/browser/layout_widget.mjs <comfyui url> <outdir> [background.png]
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const [url, outdir, backgroundPng] = process.argv.slice(2);
+if (!url || !outdir) {
+  console.error("usage: node layout_widget.mjs <comfyui url> <outdir> [background.png]");
+  process.exit(2);
+}
+const here = path.dirname(fileURLToPath(import.meta.url));
+const workflow = JSON.parse(fs.readFileSync(path.join(here, "layout_boxes_workflow.json"), "utf8"));
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+fs.mkdirSync(outdir, { recursive: true });
+const result = { steps: [], console: [] };
+const step = (name) => { result.steps.push(name); console.log(`step: ${name}`); };
+
+// A fresh profile; without the networking flags Chromium stalls on this machine's closed network.
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "cones2-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  viewport: { width: 1280, height: 1000 },
+  deviceScaleFactor: 1,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+
+try {
+  const page = browser.pages()[0] ?? await browser.newPage();
+  page.on("console", (m) => { if (m.type() === "error") result.console.push(m.text().slice(0, 400)); });
+  page.on("pageerror", (e) => result.console.push(`pageerror: ${e.stack ?? e.message}`));
+  const prompts = [];
+  page.on("request", (r) => {
+    if (r.method() === "POST" && new URL(r.url()).pathname.endsWith("/prompt")) prompts.push(r.postDataJSON());
+  });
+
+  // No first-run template dialog, no minimap over the graph.
+  await fetch(`${url}/api/settings`, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ "Comfy.TutorialCompleted": true, "Comfy.Minimap.Visible": false }) });
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.app.extensions?.some(
+    (e) => e.name === "cones2.LayoutBoxes.editor"), null, { timeout: 120_000 });
+  step("frontend loaded with the extension");
+
+  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, workflow);
+  await page.waitForFunction(() => window.app.graph.getNodeById(1)?.cones2BoxEditor?.canvas?.isConnected);
+  await page.waitForTimeout(300);
+  step("workflow loaded");
+  result.loaded = await editorState(page);
+
+  const toClient = (x, y) => page.evaluate(([x, y]) =>
+    window.app.graph.getNodeById(1).cones2BoxEditor.layoutToClient(x, y), [x, y]);
+  async function drag(from, to) {
+    const a = await toClient(...from);
+    const b = await toClient(...to);
+    await page.mouse.move(a.x, a.y);
+    await page.mouse.down();
+    for (let i = 1; i <= 8; i++) await page.mouse.move(a.x + ((b.x - a.x) * i) / 8, a.y + ((b.y - a.y) * i) / 8);
+    await page.mouse.up();
+    await page.waitForTimeout(50);
+  }
+  async function click(at) {
+    const p = await toClient(...at);
+    await page.mouse.click(p.x, p.y);
+    await page.waitForTimeout(50);
+  }
+
+  // Two boxes, each drawn with a drag and named by typing (a new box focuses its phrase field).
+  await drag([34, 38], [246, 298]);
+  await page.keyboard.type("dog");
+  await page.keyboard.press("Enter");
+  await drag([282, 78], [474, 342]);
+  result.secondBoxDefault = await editorState(page);
+  await page.keyboard.type("cat");
+  await page.keyboard.press("Enter");
+  step("drew two boxes and named them");
+  result.drawn = await editorState(page);
+
+  // Move the cat box, resize the dog box by its bottom-right handle.
+  await drag([376, 210], [354, 220]);
+  await click([100, 120]);
+  await drag([248, 296], [266, 282]);
+  step("moved and resized");
+  result.edited = await editorState(page);
+
+  // A third box, selected by a click and removed with the Delete key.
+  await drag([98, 318], [178, 370]);
+  await page.keyboard.press("Enter");
+  await click([136, 344]);
+  result.beforeDelete = await editorState(page);
+  await page.keyboard.press("Delete");
+  step("deleted a box with the Delete key");
+  result.afterDelete = await editorState(page);
+  result.nodeStillThere = await page.evaluate(() => !!window.app.graph.getNodeById(1));
+
+  // The frontend's undo/redo covers the editor's changes.
+  await page.keyboard.press("Control+z");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1)?.cones2BoxEditor?.boxes().length === 3);
+  result.undone = await editorState(page);
+  await page.keyboard.press("Control+y");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1)?.cones2BoxEditor?.boxes().length === 2);
+  result.redone = await editorState(page);
+  step("undo and redo");
+
+  result.serialized = await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(1);
+    return {
+      widgetValue: node.widgets.find((w) => w.name === "boxes").value,
+      textarea: node.widgets.find((w) => w.name === "boxes").inputEl.value,
+      workflowWidgetsValues: window.app.graph.serialize().nodes.find((n) => n.id === 1).widgets_values,
+    };
+  });
+
+  // Queue it with the Run button; read back the /prompt payload and wait for the run.
+  const response = page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname.endsWith("/prompt"));
+  await page.locator('[data-testid="queue-button"]').first().click();
+  const queued = await (await response).json();
+  result.queued = queued;
+  result.prompt = prompts.at(-1);
+  step("queued with the Run button");
+  result.history = await waitForHistory(queued.prompt_id);
+  await page.waitForFunction(() => window.app.graph.getNodeById(3)?.imgs?.[0]?.complete, null, { timeout: 60_000 });
+  step("the run finished and its image is shown");
+
+  // A background taken from another node: the image Save Image now shows.
+  await page.locator(".cones2-box-editor .c2-bg").focus();
+  await page.locator(".cones2-box-editor .c2-bg").selectOption("node:3");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1).cones2BoxEditor.drawnBackground);
+  result.nodeBackground = await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(1);
+    return { property: node.properties.cones2_background, src: node.cones2BoxEditor.drawnBackground.src,
+      choices: [...node.cones2BoxEditor.bgSelect.options].map((o) => o.textContent) };
+  });
+  step("background from another node's image");
+
+  if (backgroundPng) {
+    // A background picked from disk: uploaded through ComfyUI's /upload/image.
+    const chooser = page.waitForEvent("filechooser");
+    await page.locator(".cones2-box-editor .c2-bg").focus();
+    await page.locator(".cones2-box-editor .c2-bg").selectOption("upload");
+    await (await chooser).setFiles(backgroundPng);
+    await page.waitForFunction(() => {
+      const node = window.app.graph.getNodeById(1);
+      const ed = node.cones2BoxEditor;
+      return node.properties.cones2_background?.filename && ed.backgroundImage() &&
+        ed.drawnBackground === ed.backgroundImage();
+    }, null, { timeout: 30_000 });
+    result.background = await page.evaluate(() => window.app.graph.getNodeById(1).properties.cones2_background);
+    step("background image uploaded and drawn");
+  }
+  // Select the dog box for the picture, then shoot the three nodes.
+  await click([100, 120]);
+  await page.evaluate(() => window.app.canvas.setDirty(true, true));
+  await page.waitForTimeout(300);
+  const clip = await page.evaluate(() => {
+    const canvas = window.app.canvas;
+    const rect = canvas.canvas.getBoundingClientRect();
+    const { scale, offset } = canvas.ds;
+    const nodes = [1, 2, 3].map((id) => window.app.graph.getNodeById(id));
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])) - 10;
+    const y0 = Math.min(...nodes.map((n) => n.pos[1])) - 56;
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 10;
+    const y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + 10;
+    return { x: Math.max(0, rect.left + (x0 + offset[0]) * scale), y: Math.max(0, rect.top + (y0 + offset[1]) * scale),
+      width: (x1 - x0) * scale, height: (y1 - y0) * scale };
+  });
+  await page.screenshot({ path: path.join(outdir, "layout-widget.png"), clip });
+  step("screenshot");
+
+  // Hand edit: type a line into the text; the drawing follows.
+  const textarea = page.locator(".comfy-multiline-input").first();
+  await textarea.click();
+  await page.keyboard.press("Control+End");
+  await page.keyboard.type("\nbird: 0 0 64 64");
+  await page.waitForTimeout(100);
+  result.handEdited = await editorState(page);
+  step("edited the text by hand");
+
+  // Change the canvas width through the width widget's own prompt dialog; boxes follow.
+  const widthPos = await page.evaluate(() => {
+    const canvas = window.app.canvas;
+    const node = window.app.graph.getNodeById(1);
+    const w = node.widgets.find((x) => x.name === "width");
+    const rect = canvas.canvas.getBoundingClientRect();
+    const { scale, offset } = canvas.ds;
+    const y = node.pos[1] + w.y + 10;
+    const x = node.pos[0] + node.size[0] / 2;
+    return { x: rect.left + (x + offset[0]) * scale, y: rect.top + (y + offset[1]) * scale };
+  });
+  await page.mouse.click(widthPos.x, widthPos.y);
+  const dialogInput = page.locator(".graphdialog input, .litegraph .graphdialog input").first();
+  await dialogInput.waitFor({ timeout: 10_000 });
+  await dialogInput.fill("768");
+  await dialogInput.press("Enter");
+  await page.waitForFunction(() => window.app.graph.getNodeById(1).cones2BoxEditor.canvasWidth === 768);
+  result.resized = await editorState(page);
+  step("changed the canvas width in its widget");
+  await page.screenshot({ path: path.join(outdir, "after-resize.png"), clip });
+
+  // The message offers the other choice: keep the boxes' pixel positions instead.
+  await page.locator(".cones2-box-editor .c2-status button").first().click();
+  await page.waitForTimeout(100);
+  result.keptPositions = await editorState(page);
+  step("chose to keep the pixel positions");
+
+  // The workflow as saved loads back to the same drawing.
+  result.reloaded = await page.evaluate(async () => {
+    const saved = window.app.graph.serialize();
+    await window.app.loadGraphData(saved);
+    await new Promise((r) => setTimeout(r, 300));
+    const node = window.app.graph.getNodeById(1);
+    return { ...node.cones2BoxEditor.state(), widgetsValues: saved.nodes.find((n) => n.id === 1).widgets_values,
+      background: node.properties.cones2_background, backgroundShown: !!node.cones2BoxEditor.backgroundImage() };
+  });
+  step("saved and reloaded the workflow");
+
+  // Resizing the node keeps the editor working and the boxes unchanged.
+  await page.evaluate(() => {
+    const node = window.app.graph.getNodeById(1);
+    node.setSize([300, 520]);
+    window.app.canvas.setDirty(true, true);
+  });
+  await page.waitForTimeout(300);
+  result.nodeResized = await editorState(page);
+  step("resized the node");
+
+  // The selected box's numbers: a typed x moves it, a typed width is kept inside the canvas, γ+ is per box.
+  await click([20, 20]);
+  const field = (name) => page.evaluateHandle((n) => window.app.graph.getNodeById(1).cones2BoxEditor[n], name);
+  const x = await field("xInput");
+  await x.fill("100");
+  await x.press("Enter");
+  const w = await field("wInput");
+  await w.fill("1000");
+  await w.press("Enter");
+  result.clamped = await editorState(page);
+  const gamma = await field("gammaInput");
+  await gamma.fill("3");
+  await page.waitForTimeout(50);
+  result.numbers = await editorState(page);
+  step("edited the selected box's numbers");
+} catch (e) {
+  result.error = `${e.stack ?? e}`;
+  try {
+    const page = browser.pages()[0];
+    await page.screenshot({ path: path.join(outdir, "failure.png") });
+  } catch { /* no page */ }
+} finally {
+  fs.writeFileSync(path.join(outdir, "result.json"), JSON.stringify(result, null, 1));
+  await browser.close();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+if (result.error) {
+  console.error(result.error);
+  process.exit(1);
+}
+
+async function editorState(page) {
+  return page.evaluate(() => {
+    const node = window.app.graph.getNodeById(1);
+    const ed = node.cones2BoxEditor;
+    const s = ed.state();
+    return { ...s, boxesWidget: node.widgets.find((w) => w.name === "boxes").value, focused: document.activeElement?.className,
+      canvasPixels: [ed.canvas.width, ed.canvas.height], nodeSize: [...node.size] };
+  });
+}
+
+async function waitForHistory(promptId) {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const history = await (await fetch(`${url}/api/history/${promptId}`)).json();
+    const entry = history[promptId];
+    if (entry?.status?.completed || entry?.status?.status_str === "error") return entry;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`prompt ${promptId} did not finish`);
+}
