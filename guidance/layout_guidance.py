@@ -1,0 +1,240 @@
+"""Layout guidance during one sampling run: which rows to guide, the cached biases, the guided attention.
+
+A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the
+conditioning (``bind``: each positive entry's uuid and recorded token map) and the latent
+size (``check_latent``); every cross-attention call then goes through ``attention``, which
+computes the whole batch exactly as without the pack and recomputes only the positive
+chunks with the bias as an additive mask on the scaled logits:
+
+    mask = η · M · d^-0.5,   η = w · log(1 + σ²) · std(Q·Kᵀ)   (official schedule)
+
+so ``softmax(Q·Kᵀ·d^-0.5 + mask) = softmax((S + η·M) · d^-0.5)``, the official formula.
+Nothing here imports ComfyUI: the attention function is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import conditioning_keys
+from .attention_bias import SuppressionScope, bias_matrix, finite_floor, subject_maps
+from .layout import Layout
+from .prompt_tokens import PhraseNotFoundError, PromptTokens
+from .sigma_schedule import SigmaSchedule, StepRange, eta, logit_std
+
+DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
+DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
+ASPECT_TOLERANCE = 0.01  # relative difference of canvas and latent aspect ratios accepted
+
+# attend(q, k, v, mask) -> out: the host's attention on projected q/k/v, mask an additive
+# bias on the scaled logits or None.
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class LayoutGuidanceError(ValueError):
+    """Layout guidance cannot run with these inputs; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    weight: float = DEFAULT_WEIGHT
+    suppression: float = DEFAULT_SUPPRESSION
+    scope: SuppressionScope = SuppressionScope.OUTSIDE_OWN_REGION
+    schedule: SigmaSchedule = SigmaSchedule.OFFICIAL
+
+
+@dataclass(frozen=True)
+class PromptBinding:
+    """Where the layout's subjects sit in one positive conditioning entry."""
+
+    length: int  # rows of the entry's own conditioning tensor (before batch tiling)
+    rows: tuple[tuple[int, ...], ...]  # per layout subject, its token rows; () if absent here
+
+    @property
+    def guided(self) -> bool:
+        return any(self.rows)
+
+
+def bind_prompt(layout: Layout, tokens: PromptTokens, length: int | None = None) -> PromptBinding:
+    """Resolve every layout subject in one prompt; a subject missing from it gets ``()``.
+
+    Raises ``LayoutGuidanceError`` when two subjects share a token (their biases would add).
+    """
+    length = tokens.length if length is None else int(length)
+    rows = []
+    for s in layout.subjects:
+        try:
+            rows.append(tuple(tokens.occurrence(s.phrase, s.occurrence)))
+        except PhraseNotFoundError:
+            rows.append(())
+    owner: dict[int, str] = {}
+    for s, r in zip(layout.subjects, rows, strict=True):
+        for row in r:
+            if row in owner:
+                raise LayoutGuidanceError(
+                    f"the layout subjects {owner[row]!r} and {s.label!r} use the same word of the prompt; "
+                    "each subject needs its own phrase occurrence (e.g. 'dog' and 'dog #2')"
+                )
+            owner[row] = s.label
+        if r and max(r) >= length:
+            raise LayoutGuidanceError(
+                f"subject {s.label!r} sits at token {max(r)} but the conditioning has {length} rows; "
+                "was the prompt changed after Cones2ApplyResidual encoded it?"
+            )
+    return PromptBinding(length, tuple(rows))
+
+
+class GuidanceRun:
+    """The state of layout guidance for one sampling call (freed with it)."""
+
+    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str):
+        if not layout.subjects:
+            raise LayoutGuidanceError(f"{node}: the layout is empty; add at least one subject's box or mask")
+        self.layout = layout
+        self.settings = settings
+        self.steps = steps
+        self.node = node
+        self.bindings: dict[Hashable, PromptBinding] = {}
+        self._bound: tuple = ()
+        self._maps: dict[tuple, torch.Tensor] = {}
+        self._biases: dict[tuple, torch.Tensor] = {}
+
+    # --- inputs from the sampling call ----------------------------------------------------
+    def check_latent(self, height: int, width: int, scale: int = 8) -> None:
+        """Reject a latent of ``height x width`` cells whose aspect differs from the canvas's."""
+        canvas = self.layout.width / self.layout.height
+        latent = width / height
+        if abs(canvas - latent) > ASPECT_TOLERANCE * latent:
+            raise LayoutGuidanceError(
+                f"{self.node}: the layout canvas is {self.layout.width}x{self.layout.height} (aspect "
+                f"{canvas:.3f}) but the image being sampled is {width * scale}x{height * scale} (aspect "
+                f"{latent:.3f}). Set the layout's width and height to the image size (or any size with "
+                "the same aspect: regions scale with the canvas)."
+            )
+
+    def bind(self, conds: Sequence) -> None:
+        """Map each positive entry's uuid to its subjects' token rows (``conds[0]`` = positive).
+
+        ``conds`` is what ComfyUI's ``calc_cond_batch`` receives: one list of conditioning
+        dicts per branch, index = the ``cond_or_uncond`` value of their batch chunks.
+        """
+        positive = list(conds[0] or ()) if conds else []
+        key = tuple(c.get("uuid") for c in positive)
+        if key == self._bound:
+            return
+        tokened = [c for c in positive if c.get(conditioning_keys.PROMPT_TOKENS) is not None]
+        if positive and not tokened:
+            raise LayoutGuidanceError(
+                f"{self.node}: the positive prompt was not encoded by Cones2ApplyResidual, so the layout's "
+                "phrases cannot be found in it. Encode the positive prompt with 'Cones2 Apply Residual "
+                "(Text Encode)' (it encodes exactly like CLIPTextEncode, residuals optional)."
+            )
+        bindings = {}
+        for c in tokened:
+            tokens: PromptTokens = c[conditioning_keys.PROMPT_TOKENS]
+            cross = c.get("cross_attn")
+            length = cross.shape[1] if isinstance(cross, torch.Tensor) and cross.ndim == 3 else tokens.length
+            try:
+                bindings[c.get("uuid")] = bind_prompt(self.layout, tokens, length)
+            except LayoutGuidanceError as e:
+                raise LayoutGuidanceError(f"{self.node}: {e}") from None
+        for i, s in enumerate(self.layout.subjects):
+            if tokened and not any(b.rows[i] for b in bindings.values()):
+                tokens = tokened[0][conditioning_keys.PROMPT_TOKENS]
+                try:
+                    tokens.occurrence(s.phrase, s.occurrence)
+                    reason = "it is not in any positive prompt; fix the phrase in the layout or the prompt."
+                except PhraseNotFoundError as e:
+                    reason = str(e)
+                raise LayoutGuidanceError(
+                    f"{self.node}: layout subject {s.label!r}: {reason}"
+                )
+        self.bindings = bindings
+        self._bound = key
+        self._biases.clear()
+
+    # --- the attention call ---------------------------------------------------------------
+    def guided_chunks(self, cond_or_uncond: Sequence[int], uuids: Sequence) -> list[tuple[int, Hashable]]:
+        """(chunk index, uuid) of every positive chunk that has subjects to guide."""
+        out = []
+        for j, (branch, uid) in enumerate(zip(cond_or_uncond, uuids, strict=False)):
+            b = self.bindings.get(uid)
+            if branch == 0 and b is not None and b.guided:
+                out.append((j, uid))
+        return out
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
+                  attend: Attend, previous: Callable | None = None) -> torch.Tensor:
+        """Cross-attention for a whole batch: unchanged rows as without guidance, positive rows guided.
+
+        ``previous(q, k, v, extra_options)``: an attn2 replacement that was on the model before
+        (chained: its output is kept, and the positive rows get ``+ (guided − plain)``).
+        """
+        base = previous(q, k, v, extra_options) if previous is not None else attend(q, k, v, None)
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None or not self.steps.guides(sigmas.flatten()[0]):
+            return base
+        branches = list(extra_options.get("cond_or_uncond") or ())
+        chunks = self.guided_chunks(branches, extra_options.get("uuids") or ())
+        if not chunks:
+            return base
+        batch = q.shape[0] // len(branches)
+        height, width = (int(x) for x in extra_options["activations_shape"][-2:])
+        if height * width != q.shape[1]:
+            return base  # not a spatial image grid (e.g. a video/temporal block): leave it alone
+        heads = int(extra_options["n_heads"])
+        scale = int(extra_options["dim_head"]) ** -0.5
+        sigma = sigmas.flatten().float().to(q.device)
+        sigma = sigma if sigma.numel() == batch else sigma[:1].expand(batch)
+
+        parts = [slice(j * batch, (j + 1) * batch) for j, _ in chunks]
+        masks = []
+        for (_, uid), rows in zip(chunks, parts, strict=True):
+            binding = self.bindings[uid]
+            bias = self._bias(uid, height, width, k.shape[1], q.device)
+            std = logit_std(q[rows], k[rows, :binding.length], heads) if self.settings.schedule.uses_std else None
+            strength = eta(self.settings.schedule, self.settings.weight, sigma, std) * scale
+            masks.append(bias[None] * strength[:, None, None])
+        mask = torch.cat(masks).clamp_(min=finite_floor(q.dtype)).to(q.dtype)
+
+        def take(t):
+            return t[parts[0]] if len(parts) == 1 else torch.cat([t[p] for p in parts])
+
+        qg, kg, vg = take(q), take(k), take(v)
+        guided = attend(qg, kg, vg, mask)
+        out = base.clone() if previous is not None else base
+        if previous is not None:
+            guided = take(base) + (guided - attend(qg, kg, vg, None))
+        for i, p in enumerate(parts):
+            out[p] = guided[i * batch:(i + 1) * batch]
+        return out
+
+    def _bias(self, uid, height: int, width: int, total_length: int, device) -> torch.Tensor:
+        """``M`` for one positive entry at one layer shape, ``[h*w, T]`` float32, built once per run."""
+        key = (uid, height, width, total_length, str(device))
+        bias = self._biases.get(key)
+        if bias is None:
+            binding = self.bindings[uid]
+            if total_length % binding.length:
+                raise LayoutGuidanceError(
+                    f"{self.node}: the batched conditioning has {total_length} tokens, not a multiple of the "
+                    f"positive prompt's {binding.length}; this conditioning cannot be guided"
+                )
+            maps = self._subject_maps(height, width, device)
+            bias = bias_matrix(maps, binding.rows, binding.length, total_length)
+            self._biases[key] = bias
+        return bias
+
+    def _subject_maps(self, height: int, width: int, device) -> torch.Tensor:
+        key = (height, width, str(device))
+        maps = self._maps.get(key)
+        if maps is None:
+            regions = self.layout.region_masks(height, width)
+            gammas = [s.gamma for s in self.layout.subjects]
+            s = self.settings
+            maps = subject_maps(regions, gammas, s.suppression, s.scope).to(device)
+            self._maps[key] = maps
+        return maps

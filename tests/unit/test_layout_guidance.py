@@ -1,0 +1,323 @@
+"""GuidanceRun: the guided cross-attention against the official formula written out directly."""
+
+import math
+import uuid
+
+import pytest
+import torch
+from cones2.guidance import conditioning_keys
+from cones2.guidance.attention_bias import SuppressionScope
+from cones2.guidance.layout import Box, Layout, LayoutSubject
+from cones2.guidance.layout_guidance import (
+    GuidanceRun,
+    GuidanceSettings,
+    LayoutGuidanceError,
+    bind_prompt,
+)
+from cones2.guidance.prompt_tokens import PromptTokens
+from cones2.guidance.sigma_schedule import SigmaSchedule, StepRange
+
+HEADS, D = 2, 8
+C = HEADS * D
+NODE = "Cones2LayoutGuidance"
+
+
+def tokens(words, length=77, start=1):
+    """PromptTokens of whole-word pieces placed at rows start, start+1, ..."""
+    return PromptTokens(length=length, rows=tuple(range(start, start + len(words))),
+                        pieces=tuple(w + "</w>" for w in words))
+
+
+def attend(q, k, v, mask):
+    """Plain attention on projected q/k/v with an additive mask on the scaled logits ([B, N, T])."""
+    b, n, _ = q.shape
+    qh, kh, vh = (t.view(b, -1, HEADS, D).transpose(1, 2).float() for t in (q, k, v))
+    s = qh @ kh.transpose(-1, -2) * D**-0.5
+    if mask is not None:
+        s = s + mask[:, None].float()
+    return (s.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, C).to(q.dtype)
+
+
+def direct_bias(layout, rows, h, w, length, suppression, scope):
+    regions = layout.region_masks(h, w).flatten(1)
+    m = torch.zeros(h * w, length)
+    for s, subject in enumerate(layout.subjects):
+        for t in rows[s]:
+            for p in range(h * w):
+                others = any(regions[o, p] for o in range(len(layout.subjects)) if o != s)
+                if regions[s, p]:
+                    m[p, t] = subject.gamma
+                elif scope is SuppressionScope.OUTSIDE_OWN_REGION or others:
+                    m[p, t] = suppression
+    return m
+
+
+def official(q, k, v, m, sigma, weight):
+    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V."""
+    qh = q.double().view(-1, HEADS, D).transpose(0, 1)
+    kh = k.double().view(-1, HEADS, D).transpose(0, 1)
+    vh = v.double().view(-1, HEADS, D).transpose(0, 1)
+    s = qh @ kh.transpose(-1, -2)
+    bias = weight * m.double() * math.log(1 + sigma**2) * s.std()
+    p = ((s + bias) * D**-0.5).softmax(-1)
+    return (p @ vh).transpose(0, 1).reshape(-1, C)
+
+
+LAYOUT = Layout(48, 32, (LayoutSubject("dog", 1, box=Box(0, 0, 24, 32)),
+                         LayoutSubject("cat", 1, box=Box(24, 8, 24, 24), gamma=3.0)))
+
+
+ALL_STEPS = StepRange()
+
+
+def make_run(layout=LAYOUT, steps=ALL_STEPS, **kw):
+    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE)
+
+
+def options(branches, uids, sigma, h=4, w=6, batch=1):
+    return {"n_heads": HEADS, "dim_head": D, "activations_shape": [len(branches) * batch, 320, h, w],
+            "cond_or_uncond": branches, "uuids": uids, "sigmas": torch.full((batch,), float(sigma))}
+
+
+def qkv(bt, n=24, t=77, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(bt, n, C, generator=g).to(dtype), torch.randn(bt, t, C, generator=g).to(dtype),
+            torch.randn(bt, t, C, generator=g).to(dtype))
+
+
+def bound(run, pos_tokens, pos_len=77, neg_len=77):
+    pu, nu = uuid.uuid4(), uuid.uuid4()
+    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}],
+              [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]])
+    return pu, nu
+
+
+PROMPT = tokens(["a", "dog", "and", "a", "cat"])  # dog at row 2, cat at row 5
+
+
+@pytest.mark.parametrize("scope", list(SuppressionScope))
+@pytest.mark.parametrize("sigma", [14.6, 1.0, 0.03])
+def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouched(scope, sigma):
+    run = make_run(scope=scope, suppression=-1e8, weight=0.08)
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(4)  # batch 2 per chunk, negative chunk first
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2), attend)
+    plain = attend(q, k, v, None)
+    assert torch.equal(out[:2], plain[:2])
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
+    for i in (2, 3):  # each image with its own std
+        torch.testing.assert_close(out[i].double(), official(q[i], k[i], v[i], m, sigma, 0.08), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out[2:], plain[2:])
+
+
+def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_region():
+    run = make_run()
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2)
+    captured = {}
+
+    def spy(q_, k_, v_, mask):
+        if mask is not None:
+            captured["mask"] = mask
+        return attend(q_, k_, v_, mask)
+
+    run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), spy)
+    mask = captured["mask"]
+    scores = (q[:1].view(1, 24, HEADS, D).transpose(1, 2) @ k[:1].view(1, 77, HEADS, D).transpose(1, 2).transpose(-1, -2))
+    probs = (scores * D**-0.5 + mask[:, None]).softmax(-1)
+    dog = LAYOUT.region_masks(4, 6)[0].flatten()
+    assert probs[0, :, ~dog, 2].max() == 0 and probs[0, :, dog, 2].min() > 0
+
+
+def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result():
+    run = make_run()
+    pu, nu = bound(run, PROMPT, pos_len=77, neg_len=154)
+    q, k77, v77 = qkv(1, t=77, seed=3)
+    kn, vn = torch.randn(1, 154, C), torch.randn(1, 154, C)
+    k = torch.cat([k77.repeat(1, 2, 1), kn])  # ComfyUI repeats the shorter prompt to the LCM length
+    v = torch.cat([v77.repeat(1, 2, 1), vn])
+    q2 = torch.cat([q, torch.randn(1, 24, C)])
+    out = run.attention(q2, k, v, options([0, 1], [pu, nu], 5.0), attend)
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[0].double(), official(q[0], k77[0], v77[0], m, 5.0, 0.08), rtol=1e-4, atol=1e-5)
+    assert torch.equal(out[1], attend(q2, k, v, None)[1])
+
+
+def test_several_positive_entries_are_each_guided_with_their_own_token_map():
+    run = make_run()
+    p1, p2, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    other = tokens(["cat", "near", "a", "dog"], start=1)  # cat at 1, dog at 4
+    run.bind([[{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT},
+               {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}], [{"uuid": nu}]])
+    q, k, v = qkv(3, seed=5)
+    out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0), attend)
+    scope = SuppressionScope.OUTSIDE_OWN_REGION
+    m1 = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
+    m2 = direct_bias(LAYOUT, [(4,), (1,)], 4, 6, 77, -1e8, scope)
+    torch.testing.assert_close(out[0].double(), official(q[0], k[0], v[0], m1, 2.0, 0.08), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[2].double(), official(q[2], k[2], v[2], m2, 2.0, 0.08), rtol=1e-4, atol=1e-5)
+    assert torch.equal(out[1], attend(q, k, v, None)[1])
+
+
+def test_cfg_one_batches_hold_only_the_positive_chunk():
+    run = make_run()
+    pu, _ = bound(run, PROMPT)
+    q, k, v = qkv(1, seed=6)
+    out = run.attention(q, k, v, options([0], [pu], 3.0), attend)
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[0].double(), official(q[0], k[0], v[0], m, 3.0, 0.08), rtol=1e-4, atol=1e-5)
+
+
+def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
+    run = make_run(steps=StepRange(sigma_start=10.0, sigma_end=1.0))
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=7)
+    calls = []
+
+    def spy(q_, k_, v_, mask):
+        calls.append(mask)
+        return attend(q_, k_, v_, mask)
+
+    for sigma in (14.6, 1.0, 0.5):
+        calls.clear()
+        out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma), spy)
+        assert calls == [None] and torch.equal(out, attend(q, k, v, None))
+    calls.clear()
+    run.attention(q, k, v, options([1, 0], [nu, pu], 5.0), spy)
+    assert len(calls) == 2 and calls[1] is not None
+
+
+def test_a_previous_attn2_replacement_is_chained():
+    run = make_run()
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=8)
+    extra = torch.randn(2, 24, C)
+
+    def previous(q_, k_, v_, eo):  # e.g. an IPAdapter-style patch adding its own term
+        assert eo["cond_or_uncond"] == [1, 0]
+        return attend(q_, k_, v_, None) + extra
+
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend, previous)
+    assert torch.equal(out[0], attend(q, k, v, None)[0] + extra[0])
+    guided_alone = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend)
+    torch.testing.assert_close(out[1], guided_alone[1] + extra[1], rtol=1e-5, atol=1e-5)
+
+
+def test_the_bias_of_each_layer_shape_is_built_once_per_run():
+    run = make_run()
+    pu, nu = bound(run, PROMPT)
+    for sigma in (14.6, 7.0, 1.0):
+        for h, w in ((4, 6), (2, 3)):
+            q, k, v = qkv(2, n=h * w)
+            run.attention(q, k, v, options([1, 0], [nu, pu], sigma, h, w), attend)
+    assert sorted(key[1:3] for key in run._biases) == [(2, 3), (4, 6)]
+    first = dict(run._biases)
+    q, k, v = qkv(2)
+    run.attention(q, k, v, options([1, 0], [nu, pu], 0.5), attend)
+    assert all(run._biases[key] is first[key] for key in first)
+
+
+def test_half_precision_masks_stay_finite():
+    run = make_run()
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=9, dtype=torch.float16)
+    seen = []
+
+    def spy(q_, k_, v_, mask):
+        if mask is not None:
+            seen.append(mask)
+        return attend(q_, k_, v_, mask)
+
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), spy)
+    assert seen[0].dtype == torch.float16 and torch.isfinite(seen[0]).all()
+    assert seen[0].min() < -1000 and torch.isfinite(out).all()
+
+
+def test_the_schedule_without_std_and_zero_weight():
+    run = make_run(schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=10)
+    captured = []
+    run.attention(q, k, v, options([0, 1], [pu, nu], 2.0), lambda *a: captured.append(a[3]) or attend(*a))
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    want = (0.5 * math.log(5.0) * m * D**-0.5).clamp(min=-torch.finfo(torch.float32).max / 4)
+    torch.testing.assert_close(captured[1][0], want)
+    off = make_run(weight=0.0)
+    pu, nu = bound(off, PROMPT)
+    out = off.attention(q, k, v, options([0, 1], [pu, nu], 2.0), attend)
+    torch.testing.assert_close(out, attend(q, k, v, None))
+
+
+def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone():
+    run = make_run()
+    pu, plain_u, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}], [{"uuid": nu}]])
+    q, k, v = qkv(3, seed=11)
+    out = run.attention(q, k, v, options([0, 0, 1], [plain_u, pu, nu], 2.0), attend)
+    plain = attend(q, k, v, None)
+    assert torch.equal(out[0], plain[0]) and torch.equal(out[2], plain[2]) and not torch.equal(out[1], plain[1])
+
+
+def test_a_grid_that_does_not_match_the_activations_is_left_alone():
+    run = make_run()
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, n=10)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 2.0, h=4, w=6), attend)
+    assert torch.equal(out, attend(q, k, v, None))
+
+
+# --- errors ------------------------------------------------------------------------------
+
+def test_an_empty_layout_is_refused():
+    with pytest.raises(LayoutGuidanceError, match="Cones2LayoutGuidance: the layout is empty"):
+        GuidanceRun(Layout(64, 64), GuidanceSettings(), StepRange(), NODE)
+
+
+def test_a_positive_prompt_without_a_token_map_is_refused():
+    run = make_run()
+    with pytest.raises(LayoutGuidanceError) as e:
+        run.bind([[{"uuid": uuid.uuid4()}], [{"uuid": uuid.uuid4()}]])
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidance:") and "not encoded by Cones2ApplyResidual" in msg
+    assert "Cones2 Apply Residual" in msg
+
+
+def test_a_layout_phrase_missing_from_the_prompt_is_refused():
+    run = make_run()
+    with pytest.raises(LayoutGuidanceError) as e:
+        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}], []])
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidance: layout subject 'cat':")
+    assert "the phrase 'cat' is not in the prompt" in msg and "dog" in msg
+
+
+def test_a_missing_occurrence_is_refused():
+    layout = Layout(64, 64, (LayoutSubject("dog", 2, box=Box(0, 0, 8, 8)),))
+    run = make_run(layout=layout)
+    with pytest.raises(LayoutGuidanceError, match="occurs 1 time"):
+        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}], []])
+
+
+def test_subjects_sharing_a_token_are_refused():
+    layout = Layout(64, 64, (LayoutSubject("robot toy", box=Box(0, 0, 8, 8)), LayoutSubject("toy", box=Box(8, 8, 8, 8))))
+    with pytest.raises(LayoutGuidanceError, match="same word of the prompt"):
+        bind_prompt(layout, tokens(["a", "robot", "toy"]))
+
+
+def test_occurrences_bind_separately():
+    layout = Layout(64, 64, (LayoutSubject("dog", 1, box=Box(0, 0, 8, 8)), LayoutSubject("dog", 2, box=Box(8, 8, 8, 8))))
+    b = bind_prompt(layout, tokens(["a", "dog", "and", "a", "dog"]))
+    assert b.rows == ((2,), (5,)) and b.length == 77
+
+
+@pytest.mark.parametrize("lat_h,lat_w,ok", [(4, 6, True), (8, 12, True), (64, 96, True), (6, 6, False), (6, 4, False)])
+def test_the_latent_aspect_must_match_the_canvas(lat_h, lat_w, ok):
+    run = make_run()  # canvas 48x32
+    if ok:
+        run.check_latent(lat_h, lat_w)
+        return
+    with pytest.raises(LayoutGuidanceError) as e:
+        run.check_latent(lat_h, lat_w)
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidance: the layout canvas is 48x32")
+    assert f"{lat_w * 8}x{lat_h * 8}" in msg and "width and height" in msg
