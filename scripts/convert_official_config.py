@@ -18,12 +18,15 @@ How the config maps (the authors' inference.py and layout_guidance.py):
   per entry. The hand-counted index (0 = the start token) becomes the word at that index and its
   occurrence in the prompt: exact with CLIP's tokenizer (``--comfyui`` or $COMFYUI_PATH, read
   with transformers), else counting one token per word, which is right unless a word before
-  the index splits into several tokens (then the check fails and says so).
+  the index splits into several tokens (a warning says so when the word found is not the
+  subject's name; ``--bind NAME=PHRASE#N`` sets a binding by hand).
 - ``color_context`` {"R,G,B": [phrase, γ+]} -> Cones2LayoutFromColorMap lines ``R,G,B: phrase γ+``
   with tolerance 0, the authors' exact colour match. The authors' code puts a colour's region
   on every occurrence of its phrase; here it goes on the first (a warning names any other).
 - ``guidance_weight`` -> weight; ``weight_negative`` -> suppression; ``guidance_steps`` of 50 ->
-  end_percent; self-recurrence on, as their sampling loop does.
+  end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
+  no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
+  here it is the sampler's own σ (the same when guidance_steps is 50).
 - Their sampler: LMS, 50 steps, CFG 7.5, 768x768, seeds 0..3 -> Cones2LayoutGuidedSampler with
   lms/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed 0 (run seeds 0-3 with the runner).
 """
@@ -163,10 +166,10 @@ def subject_binding(prompt: str, name: str, index: int, tokenize: Tokenize) -> t
     """(phrase, occurrence) for the authors' [name, token index]: the word at the index, counted."""
     pieces = list(tokenize(prompt))
     words = _words(pieces)
-    exact = tokenize is not word_tokenizer
     if not 1 <= index <= min(len(pieces), TOKEN_LIMIT):
-        raise ConversionError(f"subject {name!r}: token index {index} is outside the prompt's tokens 1..{len(pieces)} "
-                              f"(0 is the start token){'' if exact else ' counting one token per word'}")
+        counted = "" if tokenize is not word_tokenizer else " counting one token per word"
+        raise ConversionError(f"subject {name!r}: token index {index} is outside the prompt's tokens "
+                              f"1..{min(len(pieces), TOKEN_LIMIT)} (0 is the start token){counted}")
     at = next(w for w in words if w[1] <= index <= w[2])
     name_words = [w for w, _, _ in _words(list(tokenize(name)))]
     # The residual binds to the name when the name's words sit at the index, else to the word there.
@@ -176,12 +179,7 @@ def subject_binding(prompt: str, name: str, index: int, tokenize: Tokenize) -> t
             phrase_words_ = name_words
             first = start
             break
-    else:
-        if not exact:
-            raise ConversionError(
-                f"subject {name!r}: token {index} is {at[0]!r} when each word counts as one token; a word "
-                f"before it may be several tokens. Pass --comfyui PATH (a ComfyUI checkout) for CLIP's "
-                f"tokenizer, or --bind {name}=PHRASE#OCCURRENCE")
+    else:  # the name is not the word there (e.g. residual_dict key "dog2"): bind the word at the index
         phrase_words_, first = [at[0]], words.index(at)
     occurrence = sum(1 for s in range(first + 1)
                      if [w[0] for w in words[s:s + len(phrase_words_)]] == phrase_words_)
@@ -270,7 +268,8 @@ authors used; pick yours in the list.""", col=0, title="Model")
     sample = g.node("Cones2LayoutGuidedSampler", col=3, title="Layout guided sampler (the authors' settings)",
                     model=model[0], positive=pos[0], negative=neg[0], layout=layout[0], latent_image=latent[0],
                     seed=0, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
-                    weight=config.guidance_weight, suppression=config.weight_negative,
+                    weight=config.guidance_weight if config.guidance_steps > 0 else 0.0,
+                    suppression=config.weight_negative,
                     start_percent=0.0, end_percent=end, self_recurrence=config.guidance_steps > 0)
     g.group("Sample", [latent, sample])
     decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
@@ -359,6 +358,10 @@ def main(argv=None) -> int:
     for key, phrase, occurrence in config.bindings:
         index = dict(config.subjects)[key]
         print(f"subject {key!r} at token {index} -> phrase {phrase!r}, occurrence {occurrence}")
+        if phrase != key and key not in overrides and tokenize is None:
+            print(f"warning: {key!r} binds to the word {phrase!r} at token {index} counting one token per word; "
+                  f"if a word before it is several tokens this is off: pass --comfyui PATH for CLIP's tokenizer "
+                  f"or --bind {key}=PHRASE#OCCURRENCE", file=sys.stderr)
     for w in color_warnings(config, tokenize or word_tokenizer):
         print(f"warning: {w}", file=sys.stderr)
 
