@@ -840,14 +840,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_overrides(api: dict, args, seed: int | None, client: Client | None) -> list[str]:
     changes: list[str] = []
-    if args.checkpoint:
-        changes += set_checkpoint(api, args.checkpoint)
     if seed is not None:
         changes += set_seed(api, seed)
     if args.prompt is not None:
         changes += set_prompt(api, args.prompt, "positive")
     if args.negative is not None:
         changes += set_prompt(api, args.negative, "negative")
+    if args.checkpoint:
+        changes += set_checkpoint(api, args.checkpoint)
     for spec in args.residual:
         changes += set_residual(api, spec)
     if args.box:

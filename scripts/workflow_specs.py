@@ -15,7 +15,7 @@ from workflow_builder import Graph
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
 SD21_768 = "v2-1_768-ema-pruned.safetensors"
-RUNNER = "python custom_nodes/comfyui-cones2/scripts/run_workflow.py"
+RUNNER = "python scripts/run_workflow.py"  # run from the pack folder (custom_nodes/comfyui-cones2)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def two_subjects_boxes() -> Graph:
 Each subject's residual goes on its word in the prompt; Layout Guidance pulls each word's
 attention into its box while KSampler samples. Any sampler node works after Layout Guidance.
 
-Headless: `{RUNNER} workflows/api/two_subjects_boxes.json --residual dog=my_dog.safetensors
+Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json --residual dog=my_dog.safetensors
 --residual flower=my_flower.safetensors --seed 0-3`""", col=0, title="Read me", ui_size=(420, None))
     model = _model(g)
     dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
@@ -105,7 +105,7 @@ def three_subjects_same_class() -> Graph:
 occurrence 2, and each occurrence has its own box (`dog #2:`). The Layout Guided Sampler is
 KSampler with layout guidance built in.
 
-Headless: `{RUNNER} workflows/api/three_subjects_same_class.json --residual dog#1=my_dog.safetensors
+Headless, from the pack folder: `{RUNNER} workflows/api/three_subjects_same_class.json --residual dog#1=my_dog.safetensors
 --residual dog#2=other_dog.safetensors --residual barn=my_barn.safetensors --seed 0-3`""",
            col=0, title="Read me", ui_size=(420, None))
     model = _model(g)
@@ -139,7 +139,7 @@ colour is which word. `colour_layout_512.png` is in `workflows/images/`: copy it
 `input` folder, or upload it in Load Image. For a free-form region from a MASK (e.g. painted in
 the mask editor) use Cones2 Layout from Mask instead, chained per subject.
 
-Headless (the runner uploads the image from workflows/images/):
+Headless, from the pack folder (the runner uploads the image from workflows/images/):
 `{RUNNER} workflows/api/colour_map_layout.json --residual mug=my_mug.safetensors
 --residual flower=my_flower.safetensors`""", col=0, title="Read me", ui_size=(420, None))
     model = _model(g)
@@ -173,7 +173,7 @@ Put 3-5 photos of the subject in a folder under ComfyUI's `input` folder (here
 Load Residual. Training takes minutes on a GPU; the progress bar counts steps and Cancel
 stops within one step.
 
-Headless: `{RUNNER} workflows/api/train_residual.json --set "title:Training photos.folder=my_cat"
+Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json --set "title:Training photos.folder=my_cat"
 --set "title:Train the residual.phrase=cat" --set "title:Save the residual.filename=my_cat"`""",
            col=0, title="Read me", ui_size=(420, None))
     model = _model(g)
