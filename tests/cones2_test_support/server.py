@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,7 +53,7 @@ class ComfyServer:
         assert comfy is not None
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch",
-               "--database-url", "sqlite:///:memory:", *self.extra_args]
+               "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -65,10 +66,11 @@ class ComfyServer:
                 return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.5)
-        self.stop()
+        self.stop(keep=True)
         raise TimeoutError(f"ComfyUI did not start within {timeout}s:\n{self.log()[-4000:]}")
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Stop the server; remove its base directory unless ``keep`` (e.g. to read the log)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -78,6 +80,8 @@ class ComfyServer:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+        if not keep:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
