@@ -1,0 +1,64 @@
+"""A random-weight checkpoint that ComfyUI's CheckpointLoaderSimple loads as SD1.5: a model Cones 2 refuses.
+
+Built like tiny_sd2 with ComfyUI's own classes: a shallow SD1-family UNet (context 768,
+8 heads, conv projections), the SD VAE and the full CLIP-L text encoder, saved once
+(fp16, about 0.5 GB) and cached next to the tiny SD2 checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from .tiny_sd2 import _randomize, cache_dir
+
+BUILDER_VERSION = "tiny-sd15-v1"
+
+UNET_CONFIG = {
+    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+    "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
+    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1],
+    "num_heads": 8, "use_spatial_transformer": True, "use_linear_in_transformer": False,
+    "context_dim": 768, "legacy": False, "use_checkpoint": False, "adm_in_channels": None,
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+def build_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    import comfy.ops
+    import comfy.sd1_clip
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    with torch.device("meta"):
+        unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+        clip = comfy.sd1_clip.SD1ClipModel(device="meta", dtype=torch.float32)
+        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
+                    "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [],
+                    "dropout": 0.0}
+        vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+    for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae)):
+        for k, v in _randomize(module.state_dict(), g).items():
+            sd[prefix + k] = v
+    for k, v in _randomize(clip.state_dict(), g).items():
+        if k.startswith("clip_l.transformer.") and "text_projection" not in k and "logit_scale" not in k:
+            sd[k.replace("clip_l.", "cond_stage_model.", 1)] = v
+    return sd
+
+
+def tiny_sd15_checkpoint() -> Path:
+    """Path of the cached checkpoint, building it on first use (atomically)."""
+    tag = hashlib.sha1(repr((BUILDER_VERSION, UNET_CONFIG)).encode()).hexdigest()[:10]
+    path = cache_dir() / f"tiny-sd15-{tag}.safetensors"
+    if not path.exists():
+        from safetensors.torch import save_file
+
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(build_state_dict(), str(tmp), metadata={"builder": BUILDER_VERSION})
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,272 @@
+"""Cones2TrainResidual / Cones2SaveResidual in the real ComfyUI (in process), on the tiny SD2 checkpoint.
+
+Runs are kept to a few steps at 64 px with only the encoder's last layer training and a
+tiny corpus: the 24-layer OpenCLIP-H encoder is what costs time on a CPU.
+"""
+
+import math
+import sys
+
+import pytest
+import torch
+from cones2_test_support.host import load_core_extras
+from cones2_test_support.tiny_sd15 import tiny_sd15_checkpoint
+
+SMALL = dict(learning_rate=1e-4, batch_size=1, resolution=64, preservation_weight=1e-3, seed=3,
+             corpus_size=1, sentences_per_step=1, train_layers=1, gradient_checkpointing=False)
+
+
+def pack_module(host, name):
+    return sys.modules[f"{host.pack.__name__}.{name}"]
+
+
+def photos(n=3, h=64, w=80, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, h, w, 3, generator=g)
+
+
+class ProgressLog:
+    """comfy.utils' global progress hook, recording (value, total); optionally interrupts at a step."""
+
+    def __init__(self, interrupt_at=None):
+        self.values, self.interrupt_at = [], interrupt_at
+
+    def __enter__(self):
+        import comfy.utils
+
+        self._before = comfy.utils.PROGRESS_BAR_HOOK
+        comfy.utils.set_progress_bar_global_hook(self.hook)
+        return self
+
+    def hook(self, value, total, preview, node_id=None, **_):
+        import comfy.model_management
+
+        self.values.append((value, total))
+        if self.interrupt_at is not None and value == self.interrupt_at:
+            comfy.model_management.interrupt_current_processing(True)  # what the Cancel button does
+
+    def __exit__(self, *exc):
+        import comfy.utils
+
+        comfy.utils.set_progress_bar_global_hook(self._before)
+
+
+def train(host, model, clip, vae, images=None, phrase="dog", steps=2, **kw):
+    inputs = {**SMALL, **kw}
+    return host.run("Cones2TrainResidual", model=model, clip=clip, vae=vae,
+                    images=photos() if images is None else images, phrase=phrase, steps=steps, **inputs)
+
+
+def first_step_loss_through_comfyui(host, model, clip, vae, images, seed, prompt):
+    """The step-0 diffusion loss recomputed independently: ComfyUI's own apply_model and sampling maths.
+
+    Returns (loss with the model's own target, loss had the output been read as eps).
+    """
+    import comfy.model_management
+    import comfy.model_sampling
+
+    tc = pack_module(host, "nodes.comfy_training")
+    tr = pack_module(host, "training.trainer")
+    si = pack_module(host, "training.subject_images")
+    comfy.model_management.load_models_gpu([model])  # applies object patches (ModelSamplingDiscrete)
+    with torch.inference_mode():
+        bank = si.build_latent_bank(list(images), tc.vae_encoder(vae, model), 64)
+        g = tr.step_generator(seed, 0)
+        x0 = bank.sample(tr.image_indices(seed, 0, 1, len(bank)), g)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (1,), generator=g)
+        ms = model.get_model_object("model_sampling")
+        sigma = ms.sigmas[t].float()
+        x = x0 + sigma * noise  # k-diffusion form of x_t
+        context = clip.encode_from_tokens(clip.tokenize(prompt))
+        denoised = model.model.apply_model(x, sigma, c_crossattn=context)
+        eps_out = (x - denoised) / sigma
+        eps_loss = float(((eps_out - noise) ** 2).mean())
+        if isinstance(ms, comfy.model_sampling.V_PREDICTION):
+            # ComfyUI: denoised = x / (s^2 + 1) - v * s / sqrt(s^2 + 1)
+            v_out = (x / (sigma**2 + 1) - denoised) * (sigma**2 + 1).sqrt() / sigma
+            a = 1 / (1 + sigma**2)
+            v_target = a.sqrt() * noise - (1 - a).sqrt() * x0
+            return float(((v_out - v_target) ** 2).mean()), eps_loss
+        return eps_loss, eps_loss
+
+
+def sample(host, model, clip):
+    (pos,) = host.run("CLIPTextEncode", clip=clip, text="a dog")
+    (neg,) = host.run("CLIPTextEncode", clip=clip, text="")
+    (latent,) = host.run("EmptyLatentImage", width=64, height=64, batch_size=1)
+    (out,) = host.run("KSampler", model=model, seed=1, steps=1, cfg=5.0, sampler_name="euler",
+                      scheduler="normal", positive=pos, negative=neg, latent_image=latent, denoise=1.0)
+    return out["samples"]
+
+
+@pytest.fixture(scope="module")
+def trained(host, sd2):
+    """One 2-step run (UNet gradient checkpointing on, a checkpoint after each step); records what must not change."""
+    model, clip, vae = sd2
+    tokens = clip.tokenize("a photo of a dog on the beach")
+    clip_before = clip.encode_from_tokens(tokens)
+    unet = model.model.diffusion_model
+    unet_before = {k: v.clone() for k, v in list(unet.state_dict().items())[::25]}
+    sample_before = sample(host, model, clip)
+    images = photos()
+    with ProgressLog() as progress:
+        residual, loss, plot = train(host, model, clip, vae, images=images, checkpoint_every=1,
+                                     gradient_checkpointing=True)
+    return dict(residual=residual, loss=loss, plot=plot, progress=progress.values, images=images,
+                clip_before=clip_before, clip_after=clip.encode_from_tokens(tokens), tokens=tokens,
+                unet_before=unet_before, unet_after={k: unet.state_dict()[k] for k in unet_before},
+                sample_before=sample_before, sample_after=sample(host, model, clip))
+
+
+def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
+    r = trained["residual"]
+    assert r.tensor.shape == (1, 1024) and r.tensor.dtype == torch.float32
+    assert torch.isfinite(r.tensor).all() and r.tensor.abs().max() > 0
+    assert r.subject == "dog" and r.token_ids == (1929,)  # SD2's id of "dog"
+    t = r.training
+    assert t["steps"] == 2 and t["prediction"] == "eps" and t["preservation"] == "paper"
+    assert t["residual_from"] == "corpus" and t["corpus_size"] == 1 and t["train_layers"] == 1
+    assert t["training_prompt"] == "a photo of a dog" and t["checkpoint"].endswith(".cones2-train.safetensors")
+    loss = trained["loss"]
+    assert set(loss) >= {"loss"} and len(loss["loss"]) == 2 and all(math.isfinite(v) for v in loss["loss"])
+    assert loss["preservation"][0] == 0.0  # step 1 starts from the original encoder
+    plot = trained["plot"]
+    assert plot.shape == (1, 360, 640, 3) and 0 <= float(plot.min()) and float(plot.max()) <= 1
+    assert (plot < 0.99).any()  # something is drawn
+    assert trained["progress"] == [(1, 2), (2, 2)]
+
+
+def test_comfyui_clip_and_unet_are_unchanged_by_training(trained):
+    assert torch.equal(trained["clip_before"], trained["clip_after"])
+    for k, v in trained["unet_before"].items():
+        assert torch.equal(v, trained["unet_after"][k]), k
+
+
+def test_the_original_model_samples_exactly_as_before_training(host, sd2, trained):
+    assert torch.equal(trained["sample_before"], trained["sample_after"])
+    unet = sd2[0].model.diffusion_model
+    assert not any("forward" in m.__dict__ for m in unet.modules())  # checkpoint wrappers removed
+
+
+def test_the_eps_loss_matches_comfyuis_own_sampling_maths(host, sd2, trained):
+    model, clip, vae = sd2
+    want, _ = first_step_loss_through_comfyui(host, model, clip, vae, trained["images"], SMALL["seed"],
+                                              "a photo of a dog")
+    assert trained["loss"]["diffusion"][0] == pytest.approx(want, rel=2e-3)
+
+
+def test_v_prediction_trains_with_the_v_target(host, sd2):
+    model, clip, vae = sd2
+    load_core_extras(host)
+    (vmodel,) = host.run("ModelSamplingDiscrete", model=model, sampling="v_prediction", zsnr=False)
+    images = photos(seed=4)
+    residual, loss, _ = train(host, vmodel, clip, vae, images=images, steps=1, preservation="none")
+    assert residual.training["prediction"] == "v"
+    want_v, as_eps = first_step_loss_through_comfyui(host, vmodel, clip, vae, images, SMALL["seed"],
+                                                     "a photo of a dog")
+    assert loss["diffusion"][0] == pytest.approx(want_v, rel=2e-3)
+    assert loss["diffusion"][0] != pytest.approx(as_eps, rel=1e-2)  # an eps target would give another loss
+
+
+def test_a_run_resumes_from_the_node_checkpoint(host, sd2, trained):
+    model, clip, vae = sd2
+    name = trained["residual"].training["checkpoint"]
+    residual, loss, _ = train(host, model, clip, vae, images=trained["images"], steps=3, checkpoint_every=1,
+                              resume_from=name)
+    assert residual.training["steps"] == 3 and len(loss["loss"]) == 3
+    assert loss["loss"][:2] == pytest.approx(trained["loss"]["loss"])
+
+
+def test_resuming_with_other_settings_is_refused(host, sd2, trained):
+    model, clip, vae = sd2
+    name = trained["residual"].training["checkpoint"]
+    with pytest.raises(ValueError, match=r"Cones2TrainResidual: cannot resume from .*learning_rate"):
+        train(host, model, clip, vae, images=trained["images"], steps=3, resume_from=name, learning_rate=2e-4)
+
+
+def test_cancel_stops_within_one_step_and_leaves_no_partial_file(host, sd2):
+    import comfy.model_management
+
+    model, clip, vae = sd2
+    tn = pack_module(host, "nodes.training_nodes")
+    before = set(tn.checkpoint_names())
+    with ProgressLog(interrupt_at=1) as progress, pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(host, model, clip, vae, phrase="robot toy", steps=20, checkpoint_every=1)
+    assert progress.values == [(1, 20)]  # step 2 never ran
+    new = set(tn.checkpoint_names()) - before
+    assert len(new) == 1
+    state = pack_module(host, "training.train_checkpoint").load_state(tn.checkpoint_dir() / new.pop())
+    assert state.step == 1
+    assert not [p for p in tn.checkpoint_dir().iterdir() if p.name.startswith(".")]  # no temp files
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(0, 64, 64, 3), "no subject images. Connect 3-5 photos"),
+    (torch.rand(2, 1, 1, 3), "image 1 is 1x1 px; subject photos must be at least 64 px"),
+])
+def test_bad_images_are_refused_with_a_clear_message(host, sd2, images, message):
+    model, clip, vae = sd2
+    with pytest.raises(ValueError, match=f"Cones2TrainResidual: {message}"):
+        train(host, model, clip, vae, images=images)
+
+
+@pytest.mark.parametrize("phrase", ["", "   "])
+def test_a_phrase_of_zero_tokens_is_refused(host, sd2, phrase):
+    model, clip, vae = sd2
+    with pytest.raises(ValueError, match="Cones2TrainResidual: the phrase .* has no tokens. Type the subject's class"):
+        train(host, model, clip, vae, phrase=phrase)
+
+
+def test_a_weighted_phrase_is_refused(host, sd2):
+    model, clip, vae = sd2
+    with pytest.raises(ValueError, match="has prompt weights like"):
+        train(host, model, clip, vae, phrase="(dog:1.3)")
+
+
+@pytest.fixture(scope="module")
+def sd15(host):
+    folder = host.models_dir("checkpoints")
+    link = folder / "tiny-sd15.safetensors"
+    if not link.exists():
+        link.symlink_to(tiny_sd15_checkpoint())
+    return host.run("CheckpointLoaderSimple", ckpt_name=link.name)
+
+
+def test_a_non_sd2_checkpoint_is_refused(host, sd2, sd15):
+    model, clip, vae = sd2
+    with pytest.raises(ValueError, match=r"this CLIP is not SD2's \(its text encoders: \['l'\].*load an SD2.x"):
+        train(host, sd15[0], sd15[1], sd15[2])
+    with pytest.raises(ValueError, match="the MODEL is SD15, not SD2.x text-to-image"):
+        train(host, sd15[0], clip, vae)
+
+
+def test_an_unsupported_sampling_type_is_refused(host, sd2):
+    model, clip, vae = sd2
+    load_core_extras(host)
+    (x0model,) = host.run("ModelSamplingDiscrete", model=model, sampling="x0", zsnr=False)
+    with pytest.raises(ValueError, match="Cones 2 trains eps or v-prediction SD2 models"):
+        train(host, x0model, clip, vae)
+
+
+def test_save_writes_atomically_and_never_overwrites(host, trained):
+    rf = pack_module(host, "training.residual_file")
+    folder = host.models_dir("cones2_residuals")
+    for stale in folder.glob("trained_dog*.safetensors"):
+        stale.unlink()
+    first = host.run("Cones2SaveResidual", residual=trained["residual"], filename="trained_dog")
+    second = host.run("Cones2SaveResidual", residual=trained["residual"], filename="trained_dog.safetensors")
+    assert first["result"] == ("trained_dog.safetensors",) and second["result"] == ("trained_dog_2.safetensors",)
+    assert first["ui"]["text"] == ["trained_dog.safetensors"]
+    back = rf.load_residual(folder / "trained_dog_2.safetensors")
+    assert torch.equal(back.tensor, trained["residual"].tensor)
+    assert back.subject == "dog" and back.token_ids == (1929,) and back.training["steps"] == 2
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    default = host.run("Cones2SaveResidual", residual=trained["residual"], filename="")
+    assert default["result"][0].startswith("dog")
+    with pytest.raises(ValueError, match="is not a plain file name"):
+        host.run("Cones2SaveResidual", residual=trained["residual"], filename="../escape")
+    # Cones2LoadResidual reads it back, binding to the recorded subject
+    (bindings,) = host.run("Cones2LoadResidual", residual_name="trained_dog.safetensors", phrase="", occurrence=1,
+                           strength=1.0)
+    assert bindings[0].phrase == "dog" and torch.equal(bindings[0].residual, trained["residual"].tensor)
