@@ -39,6 +39,7 @@ IMAGES_DIR = WORKFLOWS / "images"
 SCHEMAS = Path(__file__).resolve().parent / "workflow_schemas.json"
 # Combo lists that name files on one machine (models, inputs) are not kept in the snapshot.
 FILE_LIKE = re.compile(r"\.(safetensors|ckpt|pt|pth|bin|png|jpe?g|webp|gif|bmp|tiff?)$", re.I)
+MACHINE_LISTS = ("ckpt_name", "residual_name", "folder")  # combos that list files or folders only
 SCHEMA_KEYS = ("input", "input_order", "output", "output_name", "output_is_list", "name", "display_name",
                "category", "output_node")
 
@@ -60,17 +61,19 @@ def trim_schema(entry: dict, machine_lists: bool = False) -> dict:
         trimmed = {}
         for name, spec in items.items():
             spec = list(spec)
-            if isinstance(spec[0], list) and not machine_lists and _machine_specific(name, spec):
-                spec[0] = []
+            if isinstance(spec[0], list) and not machine_lists:
+                spec[0] = _portable_options(name, spec)
             trimmed[name] = spec
         out["input"][section] = trimmed
     return out
 
 
-def _machine_specific(name: str, spec: list) -> bool:
+def _portable_options(name: str, spec: list) -> list:
+    """A combo's options without the names of one machine's files (models, inputs, checkpoints)."""
     opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return (any(isinstance(v, str) and FILE_LIKE.search(v) for v in spec[0])
-            or bool(opts.get("image_upload")) or name in ("ckpt_name", "residual_name", "folder", "resume_from"))
+    if opts.get("image_upload") or name in MACHINE_LISTS:
+        return []
+    return [v for v in spec[0] if not (isinstance(v, str) and FILE_LIKE.search(v))]
 
 
 def fetch_schemas(server: str, classes: set[str]) -> tuple[dict, list[str]]:

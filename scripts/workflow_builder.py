@@ -10,8 +10,8 @@
 ``schemas`` are ``/object_info`` entries (see ``workflow_format``). Node ids are 1, 2, ... in
 declaration order and the same in both forms; the API node's ``_meta.title`` is the UI title.
 Widgets a spec leaves out get the node's default (an input without one must be given). The UI
-form is laid out in columns (``col``), nodes stacked in declaration order, each group's nodes
-kept together under the group's title band.
+form is laid out in columns (``col``), nodes stacked by ``row`` then declaration order, each
+group's nodes kept together under the group's title band.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Node:
     control: str = "fixed"  # the control_after_generate mode stored after seed widgets
     color: str | None = None
     bgcolor: str | None = None
+    row: float = 0  # order within the column: by row, then declaration
 
     def __getitem__(self, slot: int) -> Output:
         return Output(self.id, slot)
@@ -64,6 +65,7 @@ class Note:
     title: str | None = None
     width: int = 360
     height: int | None = None
+    row: float = 0
 
 
 @dataclass
@@ -80,16 +82,17 @@ class Graph:
     groups: list[Group] = field(default_factory=list)
 
     # --- building --------------------------------------------------------------------------
-    def node(self, class_type: str, *, col: int, title: str | None = None,
+    def node(self, class_type: str, *, col: int, title: str | None = None, row: float = 0,
              ui_size: tuple[int, int] | None = None, control: str = "fixed", **inputs) -> Node:
         """A node; ``inputs`` are its inputs by name (values, or ``other_node[slot]`` links)."""
         width, height = ui_size or (None, None)
-        n = Node(len(self.items) + 1, class_type, dict(inputs), col, title, width, height, control)
+        n = Node(len(self.items) + 1, class_type, dict(inputs), col, title, width, height, control, row=row)
         self.items.append(n)
         return n
 
-    def note(self, text: str, *, col: int, title: str | None = None, ui_size: tuple[int, int | None] = (360, None)) -> Note:
-        n = Note(len(self.items) + 1, text.strip(), col, title, ui_size[0], ui_size[1])
+    def note(self, text: str, *, col: int, title: str | None = None, row: float = 0,
+             ui_size: tuple[int, int | None] = (360, None)) -> Note:
+        n = Note(len(self.items) + 1, text.strip(), col, title, ui_size[0], ui_size[1], row)
         self.items.append(n)
         return n
 
@@ -207,7 +210,8 @@ class Graph:
                 entry["title"] = node.title
             if node.color:
                 entry["color"], entry["bgcolor"] = node.color, node.bgcolor or node.color
-            entry["size"] = [node.width or _node_width(defs, values), node.height or _node_height(node, defs, schema)]
+            width = max(_node_width(defs, values), 60 + 7 * len(self.title_of(node, schemas)))
+            entry["size"] = [node.width or min(width, 520), node.height or _node_height(node, defs, schema)]
             ui_nodes[node.id] = entry
         for node in self.nodes:
             schema = schemas[node.class_type]
@@ -267,7 +271,7 @@ class Graph:
             x += widths[c] + COLUMN_GAP
         for c in cols:
             y, previous_group = 0, None
-            for item in (i for i in self.items if i.col == c):
+            for item in sorted((i for i in self.items if i.col == c), key=lambda i: (i.row, i.id)):
                 gi = group_of.get(item.id)
                 if gi is not None and gi != previous_group:
                     y += GROUP_TITLE  # room for the group's title band

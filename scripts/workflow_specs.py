@@ -164,26 +164,36 @@ Headless, from the pack folder (the runner uploads the image from workflows/imag
 def train_residual() -> Graph:
     """(d) Train a residual from a folder of photos and save it."""
     g = Graph("train_residual")
+    # Nodes first, notes after: node ids 1-5 are those of the training helper's first API graph.
+    model = g.node("CheckpointLoaderSimple", col=0, title="SD2.1 checkpoint (512 base: eps; 768: v-prediction)",
+                   ckpt_name=SD21_BASE)
+    photos = g.node("LoadImageSetFromFolderNode", col=1, title="Subject photos (a folder under ComfyUI/input)",
+                    folder="cones2_subject", resize_method="None")
+    train = g.node("Cones2TrainResidual", col=2, model=model[0], clip=model[1], vae=model[2], images=photos[0],
+                   phrase="dog", checkpoint_every=500)
+    save = g.node("Cones2SaveResidual", col=3, title="Save to models/cones2_residuals", residual=train[0],
+                  filename="my_dog")
+    plot = g.node("SaveImage", col=3, title="Loss curve", images=train[2], filename_prefix="cones2_loss")
     g.note(f"""\
 ## Train a subject
 
-Put 3-5 photos of the subject in a folder under ComfyUI's `input` folder (here
-`input/my_dog/`), name its class word (`dog`), and queue. The residual is saved in
-`models/cones2_residuals/` under the file name given (a new name if it exists); use it with
-Load Residual. Training takes minutes on a GPU; the progress bar counts steps and Cancel
-stops within one step.
+Put 3-5 photos of the subject, all of one size (e.g. cropped square to 512x512), in a folder
+under ComfyUI's `input` folder (here `input/cones2_subject/`; pick yours in the list, or set
+`resize_method` to stretch them to the first one's size), type its class word (`dog`,
+`robot toy`) in `phrase`, and queue. The residual is saved in `models/cones2_residuals/` under
+the file name given (a new name if it exists): use it with Load Residual. The progress bar
+counts steps; Cancel stops within one step; `checkpoint_every` saves a state that
+`resume_from` continues.
 
-Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json --set "title:Training photos.folder=my_cat"
---set "title:Train the residual.phrase=cat" --set "title:Save the residual.filename=my_cat"`""",
-           col=0, title="Read me", ui_size=(420, None))
-    model = _model(g)
-    photos = g.node("LoadImageSetFromFolderNode", col=1, title="Training photos", folder="my_dog",
-                    resize_method="Stretch")
-    train = g.node("Cones2TrainResidual", col=2, title="Train the residual", model=model[0], clip=model[1],
-                   vae=model[2], images=photos[0], phrase="dog")
-    save = g.node("Cones2SaveResidual", col=3, title="Save the residual", residual=train[0], filename="my_dog")
-    plot = g.node("PreviewImage", col=3, title="Loss curve", images=train[2])
-    g.group("Train", [photos])
+Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json
+--set "Subject photos (a folder under ComfyUI/input).folder=my_cat" --set Cones2TrainResidual.phrase=cat
+--set Cones2SaveResidual.filename=my_cat`""", col=0, row=-1, title="Read me", ui_size=(420, None))
+    note = g.note(f"""\
+**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
+pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-prediction).""", col=0, title="Model")
+    g.group("Model", [model, note])
+    g.group("Photos", [photos])
+    g.group("Train", [train])
     g.group("Result", [save, plot])
     return g
 

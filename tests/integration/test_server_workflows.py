@@ -26,6 +26,8 @@ import workflow_format as wf  # noqa: E402
 
 RUNNER = SCRIPTS / "run_workflow.py"
 FAST_CHECKPOINT = "v2-1_512-ema-pruned.safetensors"
+SMALL_TRAINING = {"steps": 2, "resolution": 64, "learning_rate": 1e-4, "corpus_size": 1, "sentences_per_step": 1,
+                  "train_layers": 1, "gradient_checkpointing": False, "checkpoint_every": 0}
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 NAMES = [p.stem for p in API_FILES]
 
@@ -51,6 +53,12 @@ def server(comfy_server):
                     save_file({"residual": torch.randn(1, 1024) * 0.05}, str(path),
                               metadata={"format": "cones2-residual", "format_version": "1",
                                         "subject": inputs["phrase"], "base_model": "sd2"})
+    photos = comfy_server.base / "input" / "cones2_subject"  # the training workflow's folder
+    photos.mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate([(200, 80, 40), (60, 160, 90), (30, 60, 200)]):
+        img = Image.new("RGB", (80, 64), colour)
+        img.paste((250, 250, 250), (10 + 10 * i, 10, 40 + 10 * i, 50))
+        img.save(photos / f"workflow_photo_{i}.png")
     for image in (WORKFLOWS / "images").glob("*.png"):
         target = comfy_server.base / "input" / image.name
         if not target.exists():
@@ -71,9 +79,15 @@ def run(server, workflow, *args, timeout=600):
 def fast(api, out):
     """Overrides that make a shipped workflow quick on the CPU: 64x64 latent, 2 steps, one checkpoint name
     for all (the same tiny file under every placeholder; one name is loaded once)."""
-    sampler = next(k for k, n in api.items() if "steps" in n["inputs"])
-    return ["--set", "EmptyLatentImage.width=64", "--set", "EmptyLatentImage.height=64",
-            "--set", f"{sampler}.steps=2", "--checkpoint", FAST_CHECKPOINT, "-o", str(out)]
+    args = ["--checkpoint", FAST_CHECKPOINT, "-o", str(out)]
+    for node_id, node in api.items():
+        if node["class_type"] == "EmptyLatentImage":
+            args += ["--set", f"{node_id}.width=64", "--set", f"{node_id}.height=64"]
+        elif node["class_type"] == "Cones2TrainResidual":
+            args += [a for k, v in SMALL_TRAINING.items() for a in ("--set", f"{node_id}.{k}={v}")]
+        elif "steps" in node["inputs"]:
+            args += ["--set", f"{node_id}.steps=2"]
+    return args
 
 
 def png_prompt(path):
@@ -131,18 +145,25 @@ def test_each_api_workflow_runs_headless_through_the_runner(name, server, tmp_pa
     assert all(f.parent == tmp_path and f.is_file() for f in files)
     saved = [f for f in files if not f.name.startswith("ComfyUI_temp")]
     previews = [f for f in files if f.name.startswith("ComfyUI_temp")]  # the layout drawn over the image
-    assert len(saved) == 1 and len(previews) == 1, result.stdout
-    assert Image.open(saved[0]).size == Image.open(previews[0]).size == (64, 64)
+    classes = [n["class_type"] for n in api.values()]
+    assert len(saved) == classes.count("SaveImage") == 1 and len(previews) == classes.count("PreviewImage"), result.stdout
     expected = copy.deepcopy(api)
     for node in expected.values():
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
+        elif node["class_type"] == "Cones2TrainResidual":
+            node["inputs"].update(SMALL_TRAINING)
+        elif "steps" in node["inputs"]:
+            node["inputs"]["steps"] = 2
         if "ckpt_name" in node["inputs"]:
             node["inputs"]["ckpt_name"] = FAST_CHECKPOINT
-        if "steps" in node["inputs"]:
-            node["inputs"]["steps"] = 2
     assert wf.diff_api(png_prompt(saved[0]), expected) == []  # the server ran exactly the workflow
     assert f"[{len(api)}/{len(api)}]" in result.stderr and "step 2/2" in result.stderr  # progress was shown
+    if "Cones2TrainResidual" in classes:
+        assert "Cones2SaveResidual, 'Save to models/cones2_residuals') text: [\"my_dog" in result.stderr
+        assert Image.open(saved[0]).size == (640, 360)  # the loss curve
+    else:
+        assert Image.open(saved[0]).size == Image.open(previews[0]).size == (64, 64)
 
 
 def test_runner_overrides_reach_the_server(server, tmp_path):

@@ -25,7 +25,8 @@ def ids(paths):
 
 
 def test_there_are_workflows_and_every_ui_form_has_an_api_form():
-    assert {"two_subjects_boxes", "three_subjects_same_class", "colour_map_layout", "official_example"} <= set(ids(UI_FILES))
+    assert {"two_subjects_boxes", "three_subjects_same_class", "colour_map_layout", "train_residual",
+            "official_example"} <= set(ids(UI_FILES))
     assert ids(UI_FILES) == ids(API_FILES)
 
 
