@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "cones2_train_residual_api.json"
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "train_residual.json"
 SMALL = {"steps": 2, "resolution": 64, "learning_rate": 1e-4, "corpus_size": 1, "sentences_per_step": 1,
          "train_layers": 1, "gradient_checkpointing": False, "checkpoint_every": 0}
 

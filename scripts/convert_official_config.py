@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Convert the authors' Cones 2 inference config (JSON + layout PNG + .pt residuals) to a workflow of this pack.
+
+    python scripts/convert_official_config.py guidance_config_example.json -o my_example/ \\
+        [--residuals-dir DIR] [--layout PNG] [--comfyui ~/ComfyUI] [--checkpoint NAME]
+
+Writes ``OUT/NAME.json`` (UI format, when the node schemas are known) and ``OUT/api/NAME.json``
+(API format), copies the layout image to ``OUT/images/`` (the runner uploads it from there),
+and converts each residual the config uses to ``<subject>.safetensors`` in the residuals folder
+(``--comfyui PATH``: that ComfyUI's models/cones2_residuals; else OUT/cones2_residuals). Then:
+
+    python scripts/run_workflow.py OUT/api/NAME.json --seed 0-3
+
+How the config maps (the authors' inference.py and layout_guidance.py):
+
+- ``prompt`` -> Cones2ApplyResidual's text; an empty negative prompt (CLIPTextEncode "").
+- ``subject_list`` [name, token index] + ``residual_dict`` -> a chain of Cones2LoadResidual, one
+  per entry. The hand-counted index (0 = the start token) becomes the word at that index and its
+  occurrence in the prompt: exact with CLIP's tokenizer (``--comfyui`` or $COMFYUI_PATH, read
+  with transformers), else counting one token per word, which is right unless a word before
+  the index splits into several tokens (a warning says so when the word found is not the
+  subject's name; ``--bind NAME=PHRASE#N`` sets a binding by hand).
+- ``color_context`` {"R,G,B": [phrase, γ+]} -> Cones2LayoutFromColorMap lines ``R,G,B: phrase γ+``
+  with tolerance 0, the authors' exact colour match. The authors' code puts a colour's region
+  on every occurrence of its phrase; here it goes on the first (a warning names any other).
+- ``guidance_weight`` -> weight; ``weight_negative`` -> suppression; ``guidance_steps`` of 50 ->
+  end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
+  no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
+  here it is the sampler's own σ (the same when guidance_steps is 50).
+- Their sampler: LMS, 50 steps, CFG 7.5, 768x768, seeds 0..3 -> Cones2LayoutGuidedSampler with
+  lms/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed 0 (run seeds 0-3 with the runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from make_workflows import dumps, load_schemas  # noqa: E402
+from workflow_builder import Graph  # noqa: E402
+
+DEFAULT_CHECKPOINT = "v2-1_768-ema-pruned.safetensors"  # SD2.1 768 v, the model the authors used
+STEPS, CFG, SIZE, SAMPLER, SCHEDULER = 50, 7.5, 768, "lms", "normal"
+TOKEN_LIMIT = 75
+
+
+class ConversionError(ValueError):
+    """A config that cannot be converted; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class OfficialConfig:
+    """One entry of the authors' inference config, in our terms."""
+
+    prompt: str
+    subjects: tuple[tuple[str, int], ...]  # subject_list: (residual_dict key, token index)
+    residual_files: dict[str, str]  # residual_dict: key -> .pt path (or, once converted, our file name)
+    colors: tuple[tuple[tuple[int, int, int], str, float], ...]  # colour, phrase, γ+
+    guidance_steps: int = 50
+    guidance_weight: float = 0.08
+    weight_negative: float = -1e8
+    layout_image: str = ""
+    bindings: tuple[tuple[str, str, int], ...] = field(default=())  # (key, phrase, occurrence), resolved
+
+
+def parse_official_config(data) -> OfficialConfig:
+    """The first entry of the authors' config (a list of dicts, or one dict)."""
+    entry = data[0] if isinstance(data, list) and data else data
+    if not isinstance(entry, dict):
+        raise ConversionError("the config is not the authors' format: expected [{\"prompt\": ..., ...}]")
+    missing = [k for k in ("prompt", "residual_dict", "subject_list", "color_context", "layout") if k not in entry]
+    if missing:
+        raise ConversionError(f"the config lacks {', '.join(missing)} (the authors' inference config has them)")
+    subjects = []
+    for item in entry["subject_list"]:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], int)):
+            raise ConversionError(f"subject_list entry {item!r}: expected [name, token index]")
+        if item[0] not in entry["residual_dict"]:
+            raise ConversionError(f"subject_list names {item[0]!r}, which residual_dict does not have "
+                                  f"(it has {sorted(entry['residual_dict'])})")
+        subjects.append((str(item[0]), int(item[1])))
+    colors = []
+    for key, value in entry["color_context"].items():
+        rgb = _parse_color(key)
+        if isinstance(value, str):
+            value = [value]
+        phrase = str(value[0])
+        gamma = float(value[1]) if len(value) > 1 else 2.5
+        colors.append((rgb, phrase, gamma))
+    return OfficialConfig(
+        prompt=str(entry["prompt"]), subjects=tuple(subjects),
+        residual_files={str(k): str(v) for k, v in entry["residual_dict"].items()},
+        colors=tuple(colors), guidance_steps=int(entry.get("guidance_steps", 50)),
+        guidance_weight=float(entry.get("guidance_weight", 0.08)),
+        weight_negative=float(entry.get("weight_negative", -1e8)), layout_image=str(entry["layout"]))
+
+
+def _parse_color(key: str) -> tuple[int, int, int]:
+    key = key.strip()
+    m = re.fullmatch(r"#?([0-9a-fA-F]{6})", key) if key.startswith("#") else None
+    if m:
+        h = m.group(1)
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    parts = [p.strip() for p in key.split(",")]
+    try:
+        rgb = tuple(int(p) for p in parts[:3])
+    except ValueError:
+        raise ConversionError(f"color_context key {key!r} is not a colour 'R,G,B' or '#RRGGBB'") from None
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ConversionError(f"color_context key {key!r} is not a colour 'R,G,B' (0..255 each)")
+    return rgb  # type: ignore[return-value]
+
+
+# --- token index -> phrase occurrence -----------------------------------------------------
+
+Tokenize = Callable[[str], Sequence[str]]  # text -> BPE pieces (no start/end tokens)
+
+
+def clip_tokenizer(comfyui: Path | None) -> Tokenize | None:
+    """CLIP's BPE tokenizer from a ComfyUI checkout (comfy/sd1_tokenizer; SD2 uses the same), or None."""
+    if comfyui is None:
+        return None
+    folder = Path(comfyui).expanduser() / "comfy" / "sd1_tokenizer"
+    if not (folder / "vocab.json").is_file():
+        return None
+    try:
+        from transformers import CLIPTokenizer
+    except ImportError:
+        return None
+    tok = CLIPTokenizer.from_pretrained(str(folder))
+    return lambda text: tok.tokenize(text)
+
+
+def word_tokenizer(text: str) -> list[str]:
+    """One token per word, split as CLIP's pre-tokenizer splits (no BPE vocabulary needed)."""
+    from cones2.guidance.prompt_tokens import phrase_words
+
+    return [w + "</w>" for w in phrase_words(text)]
+
+
+def _words(pieces: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(word, first token index, last) with indices counted from 1 (0 is the start token)."""
+    words, start, text = [], None, ""
+    for i, piece in enumerate(pieces, start=1):
+        if start is None:
+            start, text = i, ""
+        text += piece.removesuffix("</w>")
+        if piece.endswith("</w>"):
+            words.append((text, start, i))
+            start = None
+    if start is not None:
+        words.append((text, start, len(pieces)))
+    return words
+
+
+def subject_binding(prompt: str, name: str, index: int, tokenize: Tokenize) -> tuple[str, int]:
+    """(phrase, occurrence) for the authors' [name, token index]: the word at the index, counted."""
+    pieces = list(tokenize(prompt))
+    words = _words(pieces)
+    if not 1 <= index <= min(len(pieces), TOKEN_LIMIT):
+        counted = "" if tokenize is not word_tokenizer else " counting one token per word"
+        raise ConversionError(f"subject {name!r}: token index {index} is outside the prompt's tokens "
+                              f"1..{min(len(pieces), TOKEN_LIMIT)} (0 is the start token){counted}")
+    at = next(w for w in words if w[1] <= index <= w[2])
+    name_words = [w for w, _, _ in _words(list(tokenize(name)))]
+    # The residual binds to the name when the name's words sit at the index, else to the word there.
+    for k in range(len(name_words)):
+        start = words.index(at) - k
+        if start >= 0 and [w[0] for w in words[start:start + len(name_words)]] == name_words:
+            phrase_words_ = name_words
+            first = start
+            break
+    else:  # the name is not the word there (e.g. residual_dict key "dog2"): bind the word at the index
+        phrase_words_, first = [at[0]], words.index(at)
+    occurrence = sum(1 for s in range(first + 1)
+                     if [w[0] for w in words[s:s + len(phrase_words_)]] == phrase_words_)
+    return " ".join(phrase_words_), occurrence
+
+
+def resolve_bindings(config: OfficialConfig, tokenize: Tokenize,
+                     overrides: dict[str, tuple[str, int]] | None = None) -> OfficialConfig:
+    bindings = []
+    for name, index in config.subjects:
+        if overrides and name in overrides:
+            phrase, occurrence = overrides[name]
+        else:
+            phrase, occurrence = subject_binding(config.prompt, name, index, tokenize)
+        bindings.append((name, phrase, occurrence))
+    return replace(config, bindings=tuple(bindings))
+
+
+def color_warnings(config: OfficialConfig, tokenize: Tokenize) -> list[str]:
+    """Where this workflow guides less than the authors' code: a colour phrase said twice."""
+    words = [w for w, _, _ in _words(list(tokenize(config.prompt)))]
+    out = []
+    for _, phrase, _ in config.colors:
+        pw = [w for w, _, _ in _words(list(tokenize(phrase)))]
+        n = sum(1 for s in range(len(words)) if words[s:s + len(pw)] == pw)
+        if n == 0:
+            out.append(f"the colour map's phrase {phrase!r} is not in the prompt; Layout from Color Map will "
+                       "refuse it at run time")
+        elif n > 1:
+            out.append(f"{phrase!r} occurs {n} times in the prompt: the authors' code gives each occurrence the "
+                       f"colour's region; this workflow gives it to the first (add a colour per occurrence, "
+                       f"'R,G,B: {phrase} #2')")
+    return out
+
+
+# --- the graph ----------------------------------------------------------------------------
+
+def colors_text(config: OfficialConfig) -> str:
+    def num(x: float) -> str:
+        return f"{x:g}"
+    return "\n".join(f"{r},{g},{b}: {phrase} {num(gamma)}" for (r, g, b), phrase, gamma in config.colors)
+
+
+def build_graph(config: OfficialConfig, *, name: str = "official_example", checkpoint: str = DEFAULT_CHECKPOINT,
+                tokenize: Tokenize | None = None, tolerance: float = 0.0,
+                background: str = "255,255,255") -> Graph:
+    """This pack's graph for the authors' config (residual_files: our file names; layout_image: its name)."""
+    if not config.bindings:
+        config = resolve_bindings(config, tokenize or word_tokenizer)
+    g = Graph(name)
+    g.note(f"""\
+## The authors' inference example
+
+Converted from the authors' config by `scripts/convert_official_config.py`: their prompt,
+residuals bound to the token positions of their `subject_list`, their colour layout and
+γ+, guidance weight {config.guidance_weight:g} and suppression {config.weight_negative:g}, and
+their sampler: LMS, {STEPS} steps, CFG {CFG}, {SIZE}x{SIZE}, self-recurrence on guided steps.
+They ran seeds 0 to 3: `python scripts/run_workflow.py <this API workflow> --seed 0-3`.""",
+           col=0, title="Read me", ui_size=(420, None))
+    model = g.node("CheckpointLoaderSimple", col=0, title="Load SD2.1 checkpoint", ckpt_name=checkpoint)
+    note = g.note(f"""\
+**Checkpoint**: `{checkpoint}` is a placeholder for the SD2.1 768 (v-prediction) model the
+authors used; pick yours in the list.""", col=0, title="Model")
+    g.group("Model", [model, note])
+    previous, loaders = None, []
+    for key, phrase, occurrence in config.bindings:
+        inputs = {"bindings": previous[0]} if previous else {}
+        previous = g.node("Cones2LoadResidual", col=1, title=f"Subject: {phrase}" + (f" #{occurrence}" if occurrence > 1 else ""),
+                          residual_name=config.residual_files[key], phrase=phrase, occurrence=occurrence,
+                          strength=1.0, **inputs)
+        loaders.append(previous)
+    loaders.append(g.note("""\
+**Residuals**: the authors' `.pt` files, converted to `.safetensors` in `models/cones2_residuals`
+(the converter does it; `scripts/convert_residual.py` too). The `.pt` files load directly as well.""",
+                          col=1, title="Subjects"))
+    g.group("Subjects", loaders)
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], text=config.prompt,
+                 **({"bindings": previous[0]} if previous else {}))
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    image = g.node("LoadImage", col=2, title="Colour layout", image=config.layout_image)
+    layout = g.node("Cones2LayoutFromColorMap", col=2, title="Which colour is which subject", image=image[0],
+                    colors=colors_text(config), gamma=2.5, tolerance=tolerance, background=background)
+    g.group("Prompt and layout", [pos, neg, image, layout])
+    latent = g.node("EmptyLatentImage", col=3, width=SIZE, height=SIZE, batch_size=1)
+    end = min(config.guidance_steps, STEPS) / STEPS
+    sample = g.node("Cones2LayoutGuidedSampler", col=3, title="Layout guided sampler (the authors' settings)",
+                    model=model[0], positive=pos[0], negative=neg[0], layout=layout[0], latent_image=latent[0],
+                    seed=0, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
+                    weight=config.guidance_weight if config.guidance_steps > 0 else 0.0,
+                    suppression=config.weight_negative,
+                    start_percent=0.0, end_percent=end, self_recurrence=config.guidance_steps > 0)
+    g.group("Sample", [latent, sample])
+    decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
+    save = g.node("SaveImage", col=4, images=decode[0], filename_prefix=f"cones2/{name}")
+    preview = g.node("Cones2LayoutPreview", col=4, layout=layout[0], image=decode[0])
+    show = g.node("PreviewImage", col=4, title="Layout over the image", images=preview[0])
+    g.group("Result", [decode, save, preview, show])
+    return g
+
+
+# --- files --------------------------------------------------------------------------------
+
+def find_file(path: str, config_dir: Path, extra_dirs: Sequence[Path] = ()) -> Path | None:
+    """The file a config path names: as written, relative to the config, or by name in extra_dirs."""
+    p = Path(path).expanduser()
+    candidates = [p] if p.is_absolute() else [config_dir / p, Path.cwd() / p]
+    candidates += [config_dir / p.name] + [d / p.name for d in extra_dirs]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def background_colors(image_path: Path, listed: Sequence[tuple[int, int, int]]) -> str:
+    """White, plus every other unlisted colour covering >= 1% of the layout (the authors ignore them)."""
+    extra = []
+    try:
+        from PIL import Image
+    except ImportError:
+        return "255,255,255"
+    img = Image.open(image_path).convert("RGB")
+    counts = img.getcolors(maxcolors=img.width * img.height) or []
+    total = img.width * img.height
+    for n, rgb in sorted(counts, reverse=True):
+        if n / total >= 0.01 and rgb not in listed and rgb != (255, 255, 255):
+            extra.append(rgb)
+    return "; ".join(",".join(map(str, c)) for c in [(255, 255, 255), *extra])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("config", type=Path, help="the authors' inference config (JSON)")
+    p.add_argument("-o", "--output", type=Path, help="output folder (default: <config name>_cones2 beside the config)")
+    p.add_argument("--name", help="workflow name (default: the config's file name)")
+    p.add_argument("--residuals-dir", type=Path, action="append", default=[], help="where the .pt residuals are")
+    p.add_argument("--layout", type=Path, help="the layout PNG (default: the config's 'layout' path)")
+    p.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH") or None,
+                   help="a ComfyUI checkout: its tokenizer, and its models/cones2_residuals for the residuals")
+    p.add_argument("--residuals-out", type=Path, help="where to write the converted residuals")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"checkpoint name (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="colour tolerance of Layout from Color Map (default 0: the authors' exact match)")
+    p.add_argument("--bind", action="append", default=[], metavar="NAME=PHRASE#OCCURRENCE",
+                   help="bind a subject_list name by hand instead of by its token index")
+    p.add_argument("--force", action="store_true", help="overwrite existing residual files")
+    args = p.parse_args(argv)
+
+    from pack_alias import import_pack_core
+
+    import_pack_core()
+    from cones2.training.residual_file import ResidualFileError, convert_to_safetensors
+
+    try:
+        data = json.loads(args.config.read_text(encoding="utf-8"))
+        config = parse_official_config(data)
+    except (OSError, json.JSONDecodeError, ConversionError) as e:
+        print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    name = args.name or re.sub(r"\W+", "_", args.config.stem).strip("_") or "official_example"
+    out = args.output or args.config.resolve().parent / f"{name}_cones2"
+    config_dir = args.config.resolve().parent
+
+    tokenize = clip_tokenizer(args.comfyui)
+    overrides = {}
+    for spec in args.bind:
+        key, _, rest = spec.partition("=")
+        phrase, _, occ = rest.partition("#")
+        if not key or not phrase.strip():
+            p.error(f"--bind {spec!r}: write NAME=PHRASE#OCCURRENCE, e.g. dog=dog#2")
+        overrides[key.strip()] = (phrase.strip(), int(occ or 1))
+    try:
+        config = resolve_bindings(config, tokenize or word_tokenizer, overrides)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("tokenizer: " + ("CLIP's (from ComfyUI)" if tokenize else "one token per word (pass --comfyui for CLIP's)"))
+    for key, phrase, occurrence in config.bindings:
+        index = dict(config.subjects)[key]
+        print(f"subject {key!r} at token {index} -> phrase {phrase!r}, occurrence {occurrence}")
+        if phrase != key and key not in overrides and tokenize is None:
+            print(f"warning: {key!r} binds to the word {phrase!r} at token {index} counting one token per word; "
+                  f"if a word before it is several tokens this is off: pass --comfyui PATH for CLIP's tokenizer "
+                  f"or --bind {key}=PHRASE#OCCURRENCE", file=sys.stderr)
+    for w in color_warnings(config, tokenize or word_tokenizer):
+        print(f"warning: {w}", file=sys.stderr)
+
+    status = 0
+    res_out = args.residuals_out or ((args.comfyui / "models" / "cones2_residuals") if args.comfyui else out / "cones2_residuals")
+    res_names = {}
+    for key, phrase, _ in config.bindings:
+        target = res_out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.safetensors"
+        res_names[key] = target.name
+        src = find_file(config.residual_files[key], config_dir, args.residuals_dir)
+        if src is None:
+            print(f"error: residual {config.residual_files[key]!r} for {key!r} not found (looked beside the config "
+                  f"and in --residuals-dir); the workflow names {target.name}: convert it later with "
+                  f"scripts/convert_residual.py", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            res_out.mkdir(parents=True, exist_ok=True)
+            convert_to_safetensors(src, target, subject=phrase, overwrite=args.force)
+            print(f"residual {src} -> {target}")
+        except FileExistsError:
+            print(f"kept the existing {target} (pass --force to overwrite it)")
+        except ResidualFileError as e:
+            print(f"error: {src}: {e}", file=sys.stderr)
+            status = 1
+
+    layout_src = args.layout or find_file(config.layout_image, config_dir)
+    listed = [c for c, _, _ in config.colors]
+    if layout_src is None or not Path(layout_src).is_file():
+        print(f"error: layout image {config.layout_image!r} not found; pass --layout PNG", file=sys.stderr)
+        status = 1
+        layout_name, background = Path(config.layout_image).name, "255,255,255"
+    else:
+        layout_name = Path(layout_src).name
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(layout_src, out / "images" / layout_name)
+        background = background_colors(Path(layout_src), listed)
+        print(f"layout {layout_src} -> {out / 'images' / layout_name}")
+
+    config = replace(config, residual_files={**config.residual_files, **res_names}, layout_image=layout_name)
+    graph = build_graph(config, name=name, checkpoint=args.checkpoint, tolerance=args.tolerance, background=background)
+    (out / "api").mkdir(parents=True, exist_ok=True)
+    schemas = load_schemas()
+    (out / "api" / f"{name}.json").write_text(dumps(graph.to_api(schemas)))
+    print(f"workflow (API) -> {out / 'api' / f'{name}.json'}")
+    if graph.classes() <= set(schemas):
+        (out / f"{name}.json").write_text(dumps(graph.to_ui(schemas)))
+        print(f"workflow (UI)  -> {out / f'{name}.json'}")
+    else:
+        print("no UI form: node schemas missing for " + ", ".join(sorted(graph.classes() - set(schemas))))
+    print(f"run: python scripts/run_workflow.py {out / 'api' / f'{name}.json'} --seed 0-3")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,939 @@
+#!/usr/bin/env python3
+"""Run a ComfyUI workflow headless: submit it to a running ComfyUI, show progress, save the outputs.
+
+    python scripts/run_workflow.py workflows/api/two_subjects_boxes.json \\
+        --checkpoint v2-1_512-ema-pruned.safetensors \\
+        --residual dog=my_dog.safetensors --residual cat=my_cat.safetensors \\
+        --prompt "a dog and a cat on the grass" --seed 0-3 -o out/
+
+Standard library only. Exit status: 0 done; 1 the server refused the graph or a node failed;
+2 bad command line, unreadable workflow, or no server. Ctrl-C cancels the run on the server.
+
+Convenience flags pick their nodes as follows (``--set`` reaches any input of any node; it is
+applied after them, so it wins):
+
+--seed S          every node with an INT input ``seed`` or ``noise_seed``. ``0-3`` or ``0,5,9``
+                  runs the graph once per seed.
+--prompt TEXT     the ``text`` of the node that feeds every ``positive`` input (through
+                  conditioning-only nodes such as ConditioningCombine); it must be one node.
+--negative TEXT   the same for ``negative``.
+--checkpoint NAME every node with a ``ckpt_name`` input.
+--residual [KEY=]FILE  ``residual_name`` of the Cones2LoadResidual node whose ``phrase`` is KEY
+                  (``dog#2``: phrase and occurrence), else whose current file name (with or
+                  without extension) is KEY, else the node KEY selects (id or title). Without
+                  KEY the workflow must have one Cones2LoadResidual.
+--box LINE        repeatable; the lines replace ``boxes`` of the one Cones2LayoutBoxes node.
+--image [SEL=]PATH  uploads PATH and sets ``image`` of the node SEL selects, or of the one
+                  LoadImage/LoadImageMask node.
+--set SEL.INPUT=VALUE  SEL: ``id:5``, ``title:Text``, ``class:KSampler``, or bare (an id, else
+                  a title, else a class; case-insensitive for titles). Every node SEL matches is
+                  set. VALUE takes the type of the input's current value (text stays text);
+                  use --set-json to give JSON.
+
+A workflow in UI format (as the frontend saves it) is converted with the server's /object_info.
+A LoadImage/LoadImageMask image that the server does not have is uploaded if a file of that name
+is beside the workflow, or in an ``images/`` folder beside it or beside its parent folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SEED_INPUTS = ("seed", "noise_seed")
+IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
+# Inputs the --prompt search walks through, upstream of 'positive'/'negative'.
+CONDITIONING_INPUT = re.compile(r"^(conditioning.*|cond.*|positive|negative)$")
+
+
+class UsageError(Exception):
+    """A bad command line or workflow: printed as one line, exit status 2."""
+
+
+class ServerUnreachable(Exception):
+    """No ComfyUI answers at the URL."""
+
+
+class RunFailed(Exception):
+    """The server refused the graph or a node failed; the message is ready to print."""
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+class Client:
+    """The ComfyUI HTTP API at ``url`` (what the frontend uses)."""
+
+    def __init__(self, url: str, client_id: str | None = None, timeout: float = 30):
+        self.url = url.rstrip("/")
+        self.client_id = client_id or uuid.uuid4().hex
+        self.timeout = timeout
+
+    def _open(self, req: urllib.request.Request | str):
+        try:
+            return urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError:
+            raise
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ServerUnreachable(f"no ComfyUI server answers at {self.url} ({reason}); start ComfyUI "
+                                    "(python main.py) or pass --server URL") from None
+
+    def get_json(self, route: str) -> Any:
+        with self._open(self.url + route) as r:
+            return json.loads(r.read())
+
+    def get_bytes(self, route: str) -> bytes:
+        with self._open(self.url + route) as r:
+            return r.read()
+
+    def post_json(self, route: str, payload: Any) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + route, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self._open(req) as r:
+                body = r.read()
+                return r.status, json.loads(body) if body else {}
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                return e.code, json.loads(body) if body else {}
+            except json.JSONDecodeError:
+                return e.code, {"error": {"message": body.decode(errors="replace")[:2000]}}
+
+    def check(self) -> dict:
+        """Raise ServerUnreachable unless a ComfyUI answers; return its /system_stats."""
+        try:
+            stats = self.get_json("/system_stats")
+        except urllib.error.HTTPError as e:
+            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats: HTTP {e.code})") from None
+        except json.JSONDecodeError:
+            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats is not JSON)") from None
+        return stats
+
+    def upload_image(self, path: Path) -> str:
+        """Upload a local image to the server's input folder; return the name LoadImage takes."""
+        boundary = uuid.uuid4().hex
+        data = path.read_bytes()
+        body = b"".join([
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ninput\r\n".encode(),
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n".encode(), data, f"\r\n--{boundary}--\r\n".encode()])
+        req = urllib.request.Request(self.url + "/upload/image", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with self._open(req) as r:
+                info = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise RunFailed(f"the server refused the upload of {path} (HTTP {e.code})") from None
+        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+
+    def websocket(self) -> WebSocket:
+        u = urllib.parse.urlsplit(self.url)
+        scheme = "wss" if u.scheme == "https" else "ws"
+        path = (u.path.rstrip("/") + "/ws?" + urllib.parse.urlencode({"clientId": self.client_id}))
+        return WebSocket(f"{scheme}://{u.netloc}{path}", timeout=self.timeout)
+
+
+class WebSocket:
+    """A minimal RFC 6455 client: text/binary messages in, pong and close out (frames masked)."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, url: str, timeout: float = 30):
+        u = urllib.parse.urlsplit(url)
+        port = u.port or (443 if u.scheme == "wss" else 80)
+        sock = socket.create_connection((u.hostname, port), timeout=timeout)
+        if u.scheme == "wss":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
+        self.sock = sock
+        key = base64.b64encode(os.urandom(16)).decode()
+        target = u.path + ("?" + u.query if u.query else "")
+        sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        self._message_op, self._message = 0x1, b""
+        head = self._read_until(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise ConnectionError(f"websocket refused: {status.decode(errors='replace')}")
+        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest())
+        if accept.lower() not in head.lower():
+            raise ConnectionError("websocket handshake: bad Sec-WebSocket-Accept")
+
+    def _recv_some(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("websocket closed by the server")
+        self.buf += chunk
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buf:
+            self._recv_some()
+        head, self.buf = self.buf.split(marker, 1)
+        return head
+
+    def _frame(self) -> tuple[bool, int, bytes] | None:
+        """The first whole frame in the buffer (fin, opcode, payload), consumed; None if incomplete."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        fin, op, n, pos = bool(buf[0] & 0x80), buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, pos = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, pos = struct.unpack(">Q", buf[2:10])[0], 10
+        mask = None
+        if buf[1] & 0x80:
+            if len(buf) < pos + 4:
+                return None
+            mask, pos = buf[pos:pos + 4], pos + 4
+        if len(buf) < pos + n:
+            return None
+        payload = buf[pos:pos + n]
+        self.buf = buf[pos + n:]
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return fin, op, payload
+
+    def settimeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def recv(self) -> tuple[int, bytes]:
+        """The next whole message: (opcode 1 text / 2 binary, payload). Raises TimeoutError.
+
+        A timeout never loses data: frames are taken from the buffer only once complete.
+        """
+        while True:
+            frame = self._frame()
+            if frame is None:
+                self._recv_some()
+                continue
+            fin, op, payload = frame
+            if op == 0x8:
+                self._send(0x8, payload[:2])
+                raise ConnectionError("websocket closed by the server")
+            if op == 0x9:
+                self._send(0xA, payload)
+                continue
+            if op == 0xA:
+                continue
+            if op in (0x1, 0x2):
+                self._message_op, self._message = op, payload
+            else:  # a continuation
+                self._message += payload
+            if fin:
+                op, message = self._message_op, self._message
+                self._message = b""
+                return op, message
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        head = bytes([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 1 << 16:
+            head += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        try:
+            self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._send(0x8, struct.pack(">H", 1000))
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# --- reading the workflow -----------------------------------------------------------------
+
+def load_workflow(path: Path) -> tuple[dict | None, dict | None]:
+    """(api prompt, ui workflow) from a file: one of them is None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no workflow file {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    import workflow_format as wf
+
+    api = wf.unwrap_api_prompt(data)
+    if api is not None:
+        return copy.deepcopy(api), None
+    if wf.is_ui_workflow(data):
+        return None, data
+    raise UsageError(f"{path} is neither an API-format workflow ({{node_id: {{class_type, inputs}}}}) "
+                     "nor a UI-format one (nodes and links)")
+
+
+def ui_to_api_with_server(ui: dict, client: Client) -> dict:
+    import workflow_format as wf
+
+    try:
+        return wf.ui_to_api(ui, client.get_json("/object_info"))
+    except wf.WorkflowFormatError as e:
+        raise UsageError(f"cannot convert the UI-format workflow: {e}") from None
+
+
+# --- selecting nodes and overriding inputs ------------------------------------------------
+
+def describe(api: dict, node_id: str) -> str:
+    node = api[node_id]
+    title = (node.get("_meta") or {}).get("title")
+    cls = node.get("class_type", "?")
+    return f"node {node_id} ({cls}{', ' + repr(title) if title and title != cls else ''})"
+
+
+def select_nodes(api: dict, selector: str) -> list[str]:
+    """Node ids that ``selector`` names: ``id:X``, ``title:T``, ``class:C``, or bare (id, title, class)."""
+    kind, _, value = selector.partition(":") if re.match(r"^(id|title|class):", selector) else ("", "", selector)
+    value = value.strip()
+
+    def by_id():
+        return [value] if value in api else []
+
+    def by_title():
+        return [k for k, n in api.items() if ((n.get("_meta") or {}).get("title") or "").strip().lower() == value.lower()]
+
+    def by_class():
+        return [k for k, n in api.items() if n.get("class_type") == value]
+
+    finders = {"id": [by_id], "title": [by_title], "class": [by_class], "": [by_id, by_title, by_class]}[kind]
+    for find in finders:
+        found = find()
+        if found:
+            return found
+    raise UsageError(f"no node matches {selector!r}; the workflow has: " + "; ".join(describe(api, k) for k in api))
+
+
+def coerce(raw: str, current: Any, where: str) -> Any:
+    """The command-line text ``raw`` as a value of the type of the input's current value."""
+    if isinstance(current, bool):
+        low = raw.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise UsageError(f"{where} is true/false; got {raw!r}")
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise UsageError(f"{where} is a whole number; got {raw!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise UsageError(f"{where} is a number; got {raw!r}") from None
+    if isinstance(current, str):
+        return raw
+    if isinstance(current, list):
+        raise UsageError(f"{where} is linked to another node ({current}); give a value with --set-json "
+                         "to replace the link")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+@dataclass(frozen=True)
+class SetOverride:
+    selector: str
+    input: str
+    value: str
+    is_json: bool = False
+
+
+def parse_set(text: str, is_json: bool = False) -> SetOverride:
+    """``SELECTOR.INPUT=VALUE`` (the selector may hold dots; the input name may not)."""
+    lhs, eq, value = text.partition("=")
+    if not eq:
+        raise UsageError(f"--set {text!r}: write SELECTOR.INPUT=VALUE, e.g. --set KSampler.steps=30")
+    selector, dot, name = lhs.strip().rpartition(".")
+    if not dot or not selector.strip() or not name.strip():
+        raise UsageError(f"--set {text!r}: write SELECTOR.INPUT=VALUE, e.g. --set 3.seed=7 or "
+                         "--set 'title:Positive prompt.text=a dog'")
+    if is_json:
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--set-json {text!r}: the value is not JSON ({e.msg})") from None
+    return SetOverride(selector.strip(), name.strip(), value, is_json)
+
+
+def apply_set(api: dict, override: SetOverride) -> list[str]:
+    changes = []
+    for node_id in select_nodes(api, override.selector):
+        inputs = api[node_id].setdefault("inputs", {})
+        where = f"{describe(api, node_id)} input {override.input!r}"
+        value = json.loads(override.value) if override.is_json else coerce(override.value, inputs.get(override.input), where)
+        inputs[override.input] = value
+        changes.append(f"{where} = {value!r}")
+    return changes
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``7``, ``0-3`` (inclusive) or ``0,5,9`` -> the seeds to run, in order."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        try:
+            if m:
+                a, b = int(m.group(1)), int(m.group(2))
+                if b < a:
+                    raise UsageError(f"--seed {text!r}: the range {part} runs backwards")
+                if b - a >= 10000:
+                    raise UsageError(f"--seed {text!r}: more than 10000 seeds")
+                seeds.extend(range(a, b + 1))
+            else:
+                seed = int(part)
+                if seed < 0:
+                    raise ValueError
+                seeds.append(seed)
+        except ValueError:
+            raise UsageError(f"--seed {text!r}: give a seed (7), a range (0-3) or a list (0,5,9) of "
+                             "whole numbers >= 0") from None
+    return seeds
+
+
+def set_seed(api: dict, seed: int) -> list[str]:
+    changes = []
+    for node_id, node in api.items():
+        for name in SEED_INPUTS:
+            value = node.get("inputs", {}).get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                node["inputs"][name] = seed
+                changes.append(f"{describe(api, node_id)} input {name!r} = {seed}")
+    if not changes:
+        raise UsageError("--seed: no node has a seed or noise_seed value (a linked seed is left alone); "
+                         "use --set")
+    return changes
+
+
+def prompt_nodes(api: dict, which: str) -> list[str]:
+    """Nodes holding the text that feeds every ``which`` ('positive'/'negative') input."""
+    found: list[str] = []
+    seen: set[str] = set()
+    queue = [v[0] for n in api.values() for k, v in n.get("inputs", {}).items() if k == which and _is_link(v)]
+    while queue:
+        node_id = str(queue.pop(0))
+        if node_id in seen or node_id not in api:
+            continue
+        seen.add(node_id)
+        inputs = api[node_id].get("inputs", {})
+        if isinstance(inputs.get("text"), str):
+            found.append(node_id)
+            continue
+        queue.extend(str(v[0]) for k, v in inputs.items() if _is_link(v) and CONDITIONING_INPUT.match(k))
+    return found
+
+
+def set_prompt(api: dict, text: str, which: str) -> list[str]:
+    found = prompt_nodes(api, which)
+    flag = "--prompt" if which == "positive" else "--negative"
+    if not found:
+        raise UsageError(f"{flag}: no node with a text input feeds a '{which}' input; use --set NODE.text=...")
+    if len(found) > 1:
+        raise UsageError(f"{flag}: several prompt nodes feed '{which}' (" + "; ".join(describe(api, k) for k in found)
+                         + "); use --set on the one you mean")
+    api[found[0]]["inputs"]["text"] = text
+    return [f"{describe(api, found[0])} input 'text' = {text!r}"]
+
+
+def set_checkpoint(api: dict, name: str) -> list[str]:
+    changes = []
+    for node_id, node in api.items():
+        if "ckpt_name" in node.get("inputs", {}):
+            node["inputs"]["ckpt_name"] = name
+            changes.append(f"{describe(api, node_id)} input 'ckpt_name' = {name!r}")
+    if not changes:
+        raise UsageError("--checkpoint: no node has a ckpt_name input")
+    return changes
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"\.(safetensors|pt|pth|bin)$", "", name.strip(), flags=re.I).lower()
+
+
+def set_residual(api: dict, spec: str) -> list[str]:
+    key, eq, filename = spec.rpartition("=")
+    if not eq:
+        key, filename = "", spec
+    loaders = [k for k, n in api.items() if n.get("class_type") == "Cones2LoadResidual"]
+    if not loaders:
+        raise UsageError("--residual: the workflow has no Cones2LoadResidual node")
+    key = key.strip()
+    if not key:
+        if len(loaders) != 1:
+            raise UsageError(f"--residual {spec!r}: the workflow has {len(loaders)} Cones2LoadResidual nodes; "
+                             "say which, e.g. --residual dog=my_dog.safetensors (" +
+                             "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r}" for k in loaders) + ")")
+        chosen = loaders
+    else:
+        phrase, _, occ = key.partition("#")
+        phrase = phrase.strip().lower()
+
+        def by_phrase(k):
+            inputs = api[k].get("inputs", {})
+            if str(inputs.get("phrase", "")).strip().lower() != phrase:
+                return False
+            return not occ or str(inputs.get("occurrence", 1)) == occ.strip()
+
+        chosen = [k for k in loaders if by_phrase(k)]
+        if not chosen:
+            chosen = [k for k in loaders if _stem(str(api[k].get("inputs", {}).get("residual_name", ""))) == _stem(key)]
+        if not chosen:
+            try:
+                chosen = [k for k in select_nodes(api, key) if k in loaders]
+            except UsageError:
+                chosen = []
+        if len(chosen) != 1:
+            listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
+                                f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name')!r}"
+                                for k in loaders)
+            what = "no" if not chosen else "more than one"
+            raise UsageError(f"--residual {spec!r}: {what} Cones2LoadResidual node matches {key!r} "
+                             f"(by phrase[#occurrence], file name, id or title): {listing}")
+    api[chosen[0]]["inputs"]["residual_name"] = filename.strip()
+    return [f"{describe(api, chosen[0])} input 'residual_name' = {filename.strip()!r}"]
+
+
+def set_boxes(api: dict, lines: list[str]) -> list[str]:
+    nodes = [k for k, n in api.items() if n.get("class_type") == "Cones2LayoutBoxes"]
+    if len(nodes) != 1:
+        raise UsageError(f"--box: the workflow has {len(nodes)} Cones2LayoutBoxes nodes; use "
+                         "--set NODE.boxes=... to pick one" if nodes else "--box: the workflow has no Cones2LayoutBoxes node")
+    text = "\n".join(line.strip() for line in lines)
+    api[nodes[0]]["inputs"]["boxes"] = text
+    return [f"{describe(api, nodes[0])} input 'boxes' = {text!r}"]
+
+
+def image_nodes(api: dict) -> list[str]:
+    return [k for k, n in api.items() if n.get("class_type") in IMAGE_LOADERS]
+
+
+def set_image(api: dict, spec: str, client: Client | None) -> list[str]:
+    selector, eq, path = spec.rpartition("=")
+    if not eq:
+        selector, path = "", spec
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--image {spec!r}: no file {path}")
+    targets = select_nodes(api, selector) if selector else image_nodes(api)
+    if len(targets) != 1:
+        raise UsageError(f"--image {spec!r}: " + (f"{len(targets)} image loaders ("
+                         + "; ".join(describe(api, k) for k in targets) + "); write --image SELECTOR=PATH"
+                         if targets else "the workflow has no LoadImage node"))
+    name = client.upload_image(path) if client else path.name
+    api[targets[0]].setdefault("inputs", {})["image"] = name
+    return [f"uploaded {path} as {name!r}; {describe(api, targets[0])} input 'image' = {name!r}"]
+
+
+def upload_missing_images(api: dict, client: Client, workflow_path: Path) -> list[str]:
+    """Upload LoadImage files the server lacks, found beside the workflow (see the module doc)."""
+    changes = []
+    folder = workflow_path.resolve().parent
+    search = [folder, folder / "images", folder.parent / "images"]
+    known: dict[str, list] = {}
+    for node_id in image_nodes(api):
+        node = api[node_id]
+        name = node.get("inputs", {}).get("image")
+        if not isinstance(name, str) or not name:
+            continue
+        cls = node["class_type"]
+        if cls not in known:
+            info = client.get_json(f"/object_info/{urllib.parse.quote(cls)}").get(cls, {})
+            known[cls] = list(info.get("input", {}).get("required", {}).get("image", [[]])[0] or [])
+        if name in known[cls]:
+            continue
+        local = next((d / name for d in search if (d / name).is_file()), None)
+        if local is None:
+            continue  # the server will say the file is missing, naming the node
+        uploaded = client.upload_image(local)
+        node["inputs"]["image"] = uploaded
+        changes.append(f"uploaded {local} as {uploaded!r} for {describe(api, node_id)}")
+    return changes
+
+
+def check_links(api: dict) -> None:
+    for node_id, node in api.items():
+        for name, value in node.get("inputs", {}).items():
+            if _is_link(value) and str(value[0]) not in api:
+                raise UsageError(f"{describe(api, node_id)} input {name!r} links to node {value[0]}, "
+                                 "which is not in the workflow")
+
+
+def _is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+# --- server messages, readably ------------------------------------------------------------
+
+def format_node_errors(body: dict, api: dict) -> str:
+    """The /prompt refusal (HTTP 400): one line per node error: node, class, input, message."""
+    lines = []
+    error = body.get("error")
+    node_errors = body.get("node_errors") or {}
+    if isinstance(error, dict):
+        head = error.get("message") or error.get("type") or "the server refused the workflow"
+        if error.get("details") and not node_errors:
+            head += f": {error['details']}"
+        lines.append(f"error: {head}")
+    elif error:
+        lines.append(f"error: {error}")
+    else:
+        lines.append("error: the server refused the workflow")
+    for node_id, info in node_errors.items():
+        where = describe(api, node_id) if node_id in api else f"node {node_id} ({info.get('class_type', '?')})"
+        for e in info.get("errors", []):
+            extra = e.get("extra_info") or {}
+            name = extra.get("input_name")
+            msg = e.get("message", "")
+            details = e.get("details", "")
+            if name and details.startswith(f"{name}: "):
+                details = details[len(name) + 2:]
+            elif name and details.startswith(f"{name}, "):  # "x, received_type(A) mismatch input_type(B)"
+                details = details[len(name) + 2:]
+            if details and details != name:
+                msg = f"{msg}: {details}"
+            if "received_value" in extra and str(extra["received_value"]) not in msg:
+                msg += f" (got {extra['received_value']!r})"
+            lines.append(f"  {where}" + (f" input {name!r}" if name else "") + f": {msg}")
+    return "\n".join(lines)
+
+
+def format_execution_error(msg: dict, api: dict, verbose: bool = False) -> str:
+    node_id = str(msg.get("node_id", "?"))
+    where = describe(api, node_id) if node_id in api else f"node {node_id} ({msg.get('node_type', '?')})"
+    text = f"error: {where} failed: {msg.get('exception_type', 'Exception').rsplit('.', 1)[-1]}: " \
+           f"{str(msg.get('exception_message', '')).strip()}"
+    if verbose and msg.get("traceback"):
+        text += "\n" + "".join(msg["traceback"]).rstrip()
+    return text
+
+
+# --- running ------------------------------------------------------------------------------
+
+class Progress:
+    """Prints what the server reports: node starts, sampler steps, cached nodes."""
+
+    def __init__(self, api: dict, quiet: bool = False, stream=sys.stderr):
+        self.api, self.quiet, self.stream = api, quiet, stream
+        self.tty = stream.isatty()
+        self.last: tuple[str, int, float] | None = None
+        self.done_nodes = 0
+        self.bar_open = False
+
+    def _print(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar_open:
+            self.stream.write("\n")
+            self.bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def cached(self, nodes: list) -> None:
+        if nodes:
+            self.done_nodes += len(nodes)
+            self._print(f"cached: {', '.join(str(n) for n in nodes)}")
+
+    def executing(self, node_id: str) -> None:
+        self.done_nodes += 1
+        label = describe(self.api, node_id) if node_id in self.api else f"node {node_id}"
+        self._print(f"[{min(self.done_nodes, len(self.api))}/{len(self.api)}] {label}")
+
+    def progress(self, node_id: str, value: int, maximum: int) -> None:
+        if self.quiet:
+            return
+        pct = int(100 * value / maximum) if maximum else 100
+        if self.tty:
+            bar = "#" * (pct // 4)
+            self.stream.write(f"\r    {bar:<25} {value}/{maximum}")
+            self.stream.flush()
+            self.bar_open = value < maximum
+            if value >= maximum:
+                self.stream.write("\n")
+            return
+        now = time.monotonic()
+        last = self.last if self.last and self.last[0] == node_id else None
+        if value >= maximum or last is None or pct - last[1] >= 10 or now - last[2] >= 10:
+            self.stream.write(f"    step {value}/{maximum}\n")
+            self.stream.flush()
+            self.last = (node_id, pct, now)
+
+
+def submit(client: Client, api: dict) -> str:
+    status, body = client.post_json("/prompt", {"prompt": api, "client_id": client.client_id})
+    if status != 200:
+        raise RunFailed(format_node_errors(body if isinstance(body, dict) else {}, api))
+    return body["prompt_id"]
+
+
+def wait(client: Client, api: dict, prompt_id: str, ws: WebSocket | None, progress: Progress,
+         timeout: float | None, verbose: bool = False) -> dict:
+    """Follow the run (websocket messages; /history as the fallback); return its history entry."""
+    deadline = time.monotonic() + timeout if timeout else None
+    last_poll = 0.0
+    while True:
+        if deadline and time.monotonic() > deadline:
+            raise RunFailed(f"error: the run did not finish within {timeout:g}s (prompt {prompt_id} is still "
+                            "queued or running on the server)")
+        if ws is not None:
+            try:
+                ws.settimeout(2.0)
+                opcode, data = ws.recv()
+            except TimeoutError:
+                opcode, data = None, None
+            except (ConnectionError, OSError):
+                ws = None
+                opcode, data = None, None
+            if opcode == 0x1:
+                msg = json.loads(data)
+                kind, body = msg.get("type"), msg.get("data") or {}
+                if body.get("prompt_id") not in (None, prompt_id):
+                    continue
+                if kind == "execution_cached":
+                    progress.cached(body.get("nodes") or [])
+                elif kind == "executing" and body.get("node") is not None:
+                    progress.executing(str(body.get("display_node") or body["node"]))
+                elif kind == "progress":
+                    progress.progress(str(body.get("node")), int(body.get("value", 0)), int(body.get("max", 0)))
+                elif kind == "execution_error":
+                    raise RunFailed(format_execution_error(body, api, verbose))
+                elif kind == "execution_interrupted":
+                    raise RunFailed(f"error: the run was interrupted at {describe(api, str(body.get('node_id')))}"
+                                    if str(body.get("node_id")) in api else "error: the run was interrupted")
+                elif kind == "execution_success" or (kind == "executing" and body.get("node") is None
+                                                     and body.get("prompt_id") == prompt_id):
+                    entry = _history(client, prompt_id, wait_for_it=True)
+                    if entry is not None:
+                        return entry
+                continue
+            if opcode == 0x2:
+                continue  # a preview image
+        now = time.monotonic()
+        if now - last_poll >= (2.0 if ws is not None else 0.5):
+            last_poll = now
+            entry = _history(client, prompt_id)
+            if entry is not None:
+                for kind, body in entry.get("status", {}).get("messages", []):
+                    if kind == "execution_error":
+                        raise RunFailed(format_execution_error(body, api, verbose))
+                    if kind == "execution_interrupted":
+                        raise RunFailed("error: the run was interrupted")
+                return entry
+            if ws is None:
+                time.sleep(0.5)
+
+
+def _history(client: Client, prompt_id: str, wait_for_it: bool = False) -> dict | None:
+    for _ in range(20 if wait_for_it else 1):
+        entry = client.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+        if entry is not None:
+            status = entry.get("status") or {}
+            if status.get("completed") or status.get("status_str") in ("success", "error"):
+                return entry
+        if wait_for_it:
+            time.sleep(0.1)
+    return None
+
+
+def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple[list[Path], list[str]]:
+    """Download every file output (images via /view) into ``out_dir``; return (files, other outputs)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, others = [], []
+    for node_id, outputs in (entry.get("outputs") or {}).items():
+        for key, items in outputs.items():
+            if isinstance(items, list) and items and all(isinstance(i, dict) and "filename" in i for i in items):
+                for item in items:
+                    query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                                                    "type": item.get("type", "output")})
+                    data = client.get_bytes(f"/view?{query}")
+                    target = _free_name(out_dir / Path(item["filename"]).name)
+                    target.write_bytes(data)
+                    files.append(target)
+            else:
+                others.append(f"{describe(api, node_id) if node_id in api else 'node ' + node_id} {key}: "
+                              f"{json.dumps(items)[:500]}")
+    return files, others
+
+
+def _free_name(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(1, 100000):
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise RunFailed(f"error: too many files named like {path}")
+
+
+def cancel(client: Client, prompt_id: str) -> None:
+    try:
+        client.post_json("/queue", {"delete": [prompt_id]})
+        client.post_json("/interrupt", {"prompt_id": prompt_id})
+    except (ServerUnreachable, OSError):
+        pass
+
+
+# --- command line -------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_workflow.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a ComfyUI workflow (API or UI format) on a running ComfyUI and save its outputs.",
+        epilog=__doc__.split("\n\n", 3)[3])
+    p.add_argument("workflow", type=Path, help="the workflow JSON (API format, or UI format)")
+    p.add_argument("--server", default=os.environ.get("COMFYUI_URL", DEFAULT_SERVER),
+                   help=f"ComfyUI's URL (default {DEFAULT_SERVER}, or $COMFYUI_URL)")
+    p.add_argument("-o", "--output", type=Path, default=Path("output"), help="folder for the outputs (default ./output)")
+    p.add_argument("--seed", help="seed(s): 7, 0-3 or 0,5,9 (one run per seed)")
+    p.add_argument("--prompt", help="the positive prompt text")
+    p.add_argument("--negative", help="the negative prompt text")
+    p.add_argument("--checkpoint", help="the checkpoint file (every ckpt_name)")
+    p.add_argument("--residual", action="append", default=[], metavar="[KEY=]FILE", help="a residual file; repeatable")
+    p.add_argument("--box", action="append", default=[], metavar="LINE",
+                   help="a layout box line 'dog: x y width height [gamma]'; repeatable")
+    p.add_argument("--image", action="append", default=[], metavar="[SEL=]PATH", help="upload an image for a LoadImage")
+    p.add_argument("--set", action="append", default=[], metavar="SEL.INPUT=VALUE", help="set any input; repeatable")
+    p.add_argument("--set-json", action="append", default=[], metavar="SEL.INPUT=JSON", help="set any input to JSON")
+    p.add_argument("--timeout", type=float, default=0, help="seconds to wait per run (default: no limit)")
+    p.add_argument("--print-prompt", action="store_true",
+                   help="print the API prompt after the overrides and exit (no run; no server for API files)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the saved files and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the server's traceback on a node failure")
+    return p
+
+
+def apply_overrides(api: dict, args, seed: int | None, client: Client | None) -> list[str]:
+    changes: list[str] = []
+    if seed is not None:
+        changes += set_seed(api, seed)
+    if args.prompt is not None:
+        changes += set_prompt(api, args.prompt, "positive")
+    if args.negative is not None:
+        changes += set_prompt(api, args.negative, "negative")
+    if args.checkpoint:
+        changes += set_checkpoint(api, args.checkpoint)
+    for spec in args.residual:
+        changes += set_residual(api, spec)
+    if args.box:
+        changes += set_boxes(api, args.box)
+    for spec in args.image:
+        changes += set_image(api, spec, client)
+    for text in args.set:
+        changes += apply_set(api, parse_set(text))
+    for text in args.set_json:
+        changes += apply_set(api, parse_set(text, is_json=True))
+    check_links(api)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    client = Client(args.server)
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    prompt_id = None
+    try:
+        seeds = parse_seeds(args.seed) if args.seed else [None]
+        api, ui = load_workflow(args.workflow)
+        if args.print_prompt and api is not None:
+            for seed in seeds:
+                run_api = copy.deepcopy(api)
+                apply_overrides(run_api, args, seed, None)
+                print(json.dumps(run_api, indent=2))
+            return EXIT_OK
+        client.check()
+        if ui is not None:
+            api = ui_to_api_with_server(ui, client)
+            say(f"converted the UI-format workflow ({len(api)} nodes) with the server's /object_info")
+        all_files: list[Path] = []
+        for seed in seeds:
+            run_api = copy.deepcopy(api)
+            for change in apply_overrides(run_api, args, seed, None if args.print_prompt else client):
+                say(f"set {change}")
+            if args.print_prompt:
+                print(json.dumps(run_api, indent=2))
+                continue
+            for change in upload_missing_images(run_api, client, args.workflow):
+                say(change)
+            try:
+                ws = client.websocket()
+            except (OSError, ConnectionError) as e:
+                say(f"(no websocket: {e}; following the run through /history)")
+                ws = None
+            try:
+                prompt_id = submit(client, run_api)
+                say(f"queued {args.workflow.name}" + (f" (seed {seed})" if seed is not None else "")
+                    + f" as prompt {prompt_id}")
+                entry = wait(client, run_api, prompt_id, ws, Progress(run_api, args.quiet), args.timeout or None,
+                             args.verbose)
+                prompt_id = None
+            finally:
+                if ws is not None:
+                    ws.close()
+            files, others = save_outputs(client, entry, args.output, run_api)
+            for line in others:
+                say(f"output: {line}")
+            for f in files:
+                print(f)
+            all_files += files
+        if not args.print_prompt and not all_files:
+            say("done; the workflow saved no files")
+        return EXIT_OK
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServerUnreachable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailed as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        if prompt_id:
+            cancel(client, prompt_id)
+            print(f"\ncancelled prompt {prompt_id} on the server", file=sys.stderr)
+        return 130
+    except (http.client.HTTPException, urllib.error.HTTPError) as e:
+        print(f"error: unexpected answer from {args.server}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The workflows shipped in workflows/, each described once (``make_workflows.py`` writes both forms).
+
+Placeholders (the README explains them): checkpoints are the Stability AI file names
+(``v2-1_512-ema-pruned.safetensors`` for SD2.1-base, ``v2-1_768-ema-pruned.safetensors`` for
+SD2.1 768 v); residuals are named after their subject (``dog.safetensors``); layout images are
+ours, in workflows/images/. Widgets not given here take the node's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workflow_builder import Graph
+
+SD21_BASE = "v2-1_512-ema-pruned.safetensors"
+SD21_768 = "v2-1_768-ema-pruned.safetensors"
+RUNNER = "python scripts/run_workflow.py"  # run from the pack folder (custom_nodes/comfyui-cones2)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    build: Callable[[], Graph]
+    summary: str
+
+
+def _model(g: Graph, ckpt: str = SD21_BASE):
+    node = g.node("CheckpointLoaderSimple", col=0, title="Load SD2.1 checkpoint", ckpt_name=ckpt)
+    note = g.note(f"""\
+**Checkpoint**: an SD2.x checkpoint in `models/checkpoints`. `{ckpt}` is a placeholder name:
+pick yours in the list. SD2.1-base (512 px) and SD2.1 768 (v-prediction) both work.""",
+                  col=0, title="Model")
+    g.group("Model", [node, note])
+    return node
+
+
+def _residual_note(g: Graph, files: str) -> object:
+    return g.note(f"""\
+**Subjects**: each Load Residual binds one trained subject to one occurrence of a word of the
+prompt. {files} are placeholders: put your residuals in `models/cones2_residuals` (train one
+with the training workflow, or convert the authors' `.pt` with `scripts/convert_residual.py`)
+and pick them in the lists.""", col=1, title="Subjects")
+
+
+def _sample_and_save(g: Graph, model, positive, negative, layout, size: int, prefix: str, *,
+                     guided_sampler: bool, col: int = 3, **sampler):
+    latent = g.node("EmptyLatentImage", col=col, width=size, height=size, batch_size=1)
+    if guided_sampler:
+        sample = g.node("Cones2LayoutGuidedSampler", col=col, model=model[0], positive=positive[0],
+                        negative=negative[0], layout=layout[0], latent_image=latent[0], **sampler)
+    else:
+        guided = g.node("Cones2LayoutGuidance", col=col, model=model[0], layout=layout[0])
+        sample = g.node("KSampler", col=col, model=guided[0], positive=positive[0], negative=negative[0],
+                        latent_image=latent[0], **sampler)
+    decode = g.node("VAEDecode", col=col + 1, samples=sample[0], vae=model[2])
+    save = g.node("SaveImage", col=col + 1, images=decode[0], filename_prefix=f"cones2/{prefix}")
+    preview = g.node("Cones2LayoutPreview", col=col + 1, layout=layout[0], image=decode[0])
+    show = g.node("PreviewImage", col=col + 1, title="Layout over the image", images=preview[0])
+    g.group("Sample", [latent, sample] if guided_sampler else [latent, guided, sample])
+    g.group("Result", [decode, save, preview, show])
+    return sample
+
+
+def two_subjects_boxes() -> Graph:
+    """(a) Two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
+    g = Graph("two_subjects_boxes")
+    g.note(f"""\
+## Two subjects, placed with boxes
+
+Each subject's residual goes on its word in the prompt; Layout Guidance pulls each word's
+attention into its box while KSampler samples. Any sampler node works after Layout Guidance.
+
+Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json --residual dog=my_dog.safetensors
+--residual flower=my_flower.safetensors --seed 0-3`""", col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+    dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
+                 phrase="dog", occurrence=1)
+    flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
+                    phrase="flower", occurrence=1, bindings=dog[0])
+    note = _residual_note(g, "`dog.safetensors` and `flower.safetensors`")
+    g.group("Subjects", [dog, flower, note])
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
+                 text="a photo of a dog and a flower in the garden")
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
+                   boxes="dog: 16 160 240 320\nflower: 288 224 208 256")
+    layout_note = g.note("""\
+**Boxes**: one line per subject, `phrase: x y width height` in pixels from the top-left corner
+of a canvas of the image's size (or any size of the same aspect). A phrase must be a word of
+the positive prompt; `dog #2:` is its second occurrence.""", col=2, title="Layout")
+    g.group("Prompt and layout", [pos, neg, boxes, layout_note])
+    _sample_and_save(g, model, pos, neg, boxes, 512, "two_subjects", guided_sampler=False,
+                     seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    return g
+
+
+def three_subjects_same_class() -> Graph:
+    """(b) Three subjects, two of the same class: "a dog and a dog" bound by occurrence."""
+    g = Graph("three_subjects_same_class")
+    g.note(f"""\
+## Three subjects, two of them dogs
+
+"a dog and a dog": the first Load Residual binds occurrence 1 of "dog", the second binds
+occurrence 2, and each occurrence has its own box (`dog #2:`). The Layout Guided Sampler is
+KSampler with layout guidance built in.
+
+Headless, from the pack folder: `{RUNNER} workflows/api/three_subjects_same_class.json --residual dog#1=my_dog.safetensors
+--residual dog#2=other_dog.safetensors --residual barn=my_barn.safetensors --seed 0-3`""",
+           col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+    dog1 = g.node("Cones2LoadResidual", col=1, title="Subject 1: first dog", residual_name="dog1.safetensors",
+                  phrase="dog", occurrence=1)
+    dog2 = g.node("Cones2LoadResidual", col=1, title="Subject 2: second dog", residual_name="dog2.safetensors",
+                  phrase="dog", occurrence=2, bindings=dog1[0])
+    barn = g.node("Cones2LoadResidual", col=1, title="Subject 3: barn", residual_name="barn.safetensors",
+                  phrase="barn", occurrence=1, bindings=dog2[0])
+    note = _residual_note(g, "`dog1.safetensors`, `dog2.safetensors` and `barn.safetensors`")
+    g.group("Subjects", [dog1, dog2, barn, note])
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=barn[0],
+                 text="a photo of a dog and a dog in front of a barn")
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
+                   boxes="dog: 16 256 224 240\ndog #2: 272 256 224 240\nbarn: 96 16 320 208")
+    g.group("Prompt and layout", [pos, neg, boxes])
+    _sample_and_save(g, model, pos, neg, boxes, 512, "three_subjects", guided_sampler=True,
+                     seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    return g
+
+
+def colour_map_layout() -> Graph:
+    """(c) A layout from a colour-coded image (colour -> phrase), as the authors' format."""
+    g = Graph("colour_map_layout")
+    g.note(f"""\
+## A layout from a colour map
+
+Paint one flat colour per subject on a white background (any paint program) and say which
+colour is which word. `colour_layout_512.png` is in `workflows/images/`: copy it to ComfyUI's
+`input` folder, or upload it in Load Image. For a free-form region from a MASK (e.g. painted in
+the mask editor) use Cones2 Layout from Mask instead, chained per subject.
+
+Headless, from the pack folder (the runner uploads the image from workflows/images/):
+`{RUNNER} workflows/api/colour_map_layout.json --residual mug=my_mug.safetensors
+--residual flower=my_flower.safetensors`""", col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+    mug = g.node("Cones2LoadResidual", col=1, title="Subject 1: mug", residual_name="mug.safetensors",
+                 phrase="mug", occurrence=1)
+    flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
+                    phrase="flower", occurrence=1, bindings=mug[0])
+    note = _residual_note(g, "`mug.safetensors` and `flower.safetensors`")
+    g.group("Subjects", [mug, flower, note])
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
+                 text="a photo of a mug and a flower on a wooden table")
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    image = g.node("LoadImage", col=2, title="Colour layout", image="colour_layout_512.png")
+    colors = g.node("Cones2LayoutFromColorMap", col=2, title="Which colour is which subject", image=image[0],
+                    colors="255,192,0: mug\n0,112,192: flower")
+    g.group("Prompt and layout", [pos, neg, image, colors])
+    _sample_and_save(g, model, pos, neg, colors, 512, "colour_map", guided_sampler=False,
+                     seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    return g
+
+
+def train_residual() -> Graph:
+    """(d) Train a residual from a folder of photos and save it."""
+    g = Graph("train_residual")
+    # Nodes first, notes after: node ids 1-5 are those of the training helper's first API graph.
+    model = g.node("CheckpointLoaderSimple", col=0, title="SD2.1 checkpoint (512 base: eps; 768: v-prediction)",
+                   ckpt_name=SD21_BASE)
+    photos = g.node("LoadImageSetFromFolderNode", col=1, title="Subject photos (a folder under ComfyUI/input)",
+                    folder="cones2_subject", resize_method="None")
+    train = g.node("Cones2TrainResidual", col=2, model=model[0], clip=model[1], vae=model[2], images=photos[0],
+                   phrase="dog", checkpoint_every=500)
+    save = g.node("Cones2SaveResidual", col=3, title="Save to models/cones2_residuals", residual=train[0],
+                  filename="my_dog")
+    plot = g.node("SaveImage", col=3, title="Loss curve", images=train[2], filename_prefix="cones2_loss")
+    g.note(f"""\
+## Train a subject
+
+Put 3-5 photos of the subject, all of one size (e.g. cropped square to 512x512), in a folder
+under ComfyUI's `input` folder (here `input/cones2_subject/`; pick yours in the list, or set
+`resize_method` to stretch them to the first one's size), type its class word (`dog`,
+`robot toy`) in `phrase`, and queue. The residual is saved in `models/cones2_residuals/` under
+the file name given (a new name if it exists): use it with Load Residual. The progress bar
+counts steps; Cancel stops within one step; `checkpoint_every` saves a state that
+`resume_from` continues.
+
+Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json
+--set "Subject photos (a folder under ComfyUI/input).folder=my_cat" --set Cones2TrainResidual.phrase=cat
+--set Cones2SaveResidual.filename=my_cat`""", col=0, row=-1, title="Read me", ui_size=(420, None))
+    note = g.note(f"""\
+**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
+pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-prediction).""", col=0, title="Model")
+    g.group("Model", [model, note])
+    g.group("Photos", [photos])
+    g.group("Train", [train])
+    g.group("Result", [save, plot])
+    return g
+
+
+def official_example() -> Graph:
+    """(e) The authors' inference example, as convert_official_config.py maps it (our own layout image)."""
+    from convert_official_config import OfficialConfig, build_graph
+
+    config = OfficialConfig(
+        prompt="a mug and a dog on the beach",
+        subjects=(("mug", 2), ("dog", 5)),
+        residual_files={"mug": "mug.safetensors", "dog": "dog.safetensors"},
+        colors=(((255, 192, 0), "mug", 2.5), ((255, 0, 0), "dog", 2.5)),
+        guidance_steps=50, guidance_weight=0.08, weight_negative=-1e8,
+        layout_image="official_layout_768.png",
+        # What the converter derives from the token indices (tests/unit/test_convert_official_config.py).
+        bindings=(("mug", "mug", 1), ("dog", "dog", 1)))
+    return build_graph(config, name="official_example", checkpoint=SD21_768)
+
+
+SPECS: dict[str, Spec] = {s.name: s for s in (
+    Spec("two_subjects_boxes", two_subjects_boxes, two_subjects_boxes.__doc__),
+    Spec("three_subjects_same_class", three_subjects_same_class, three_subjects_same_class.__doc__),
+    Spec("colour_map_layout", colour_map_layout, colour_map_layout.__doc__),
+    Spec("train_residual", train_residual, train_residual.__doc__),
+    Spec("official_example", official_example, official_example.__doc__),
+)}
