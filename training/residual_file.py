@@ -9,16 +9,15 @@ files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
+
+from .atomic_files import write_atomic
 
 FORMAT_NAME = "cones2-residual"
 FORMAT_VERSION = 1
@@ -127,26 +126,12 @@ def save_residual(residual: Residual, path, *, overwrite: bool = False) -> Path:
     if path.suffix != ".safetensors":
         raise ResidualFileError(f"{path.name}: residuals are saved as .safetensors, not {path.suffix or 'no suffix'}.")
     data = residual_to_bytes(residual)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic, and fails instead of replacing
-            except FileExistsError:
-                raise FileExistsError(errno.EEXIST, "a residual file of that name exists", str(path)) from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return write_atomic(path, write, overwrite=overwrite)
 
 
 def unique_residual_path(directory, stem: str) -> Path:

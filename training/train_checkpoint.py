@@ -12,8 +12,6 @@ diverged run never overwrites the last good one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic_files import write_atomic
 from .errors import TrainingResumeError
 
 FORMAT = "cones2-training-state"
@@ -63,19 +62,7 @@ def save_state(state: TrainState, path) -> Path:
         "optim_scalars": json.dumps(scalars),
         "scaler": json.dumps(state.scaler),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=True)
 
 
 def _read(path, tensors: bool) -> tuple[dict, dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cones2.training import atomic_files
 from cones2.training import residual_file as rf
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,10 +160,19 @@ def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rf.os, "fsync", broken_fsync)
+    monkeypatch.setattr(atomic_files.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="No space left"):
         rf.save_residual(residual(), tmp_path / "dog.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = rf.save_residual(residual(), tmp_path / "dog.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # ComfyUI or another user must be able to read it
 
 
 def test_unique_names_never_overwrite(tmp_path):
