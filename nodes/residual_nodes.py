@@ -18,7 +18,30 @@ from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
 from .model_folders import RESIDUALS
 
 BINDINGS = "CONES2_BINDINGS"
+RESIDUAL = "CONES2_RESIDUAL"  # a training.residual_file.Residual, e.g. from Cones2TrainResidual
 CATEGORY = "cones2"
+
+BINDING_INPUTS = {
+    "phrase": ("STRING", {"default": "", "tooltip":
+        "The phrase in the prompt this subject binds to. Empty = the subject recorded with the residual."}),
+    "occurrence": ("INT", {"default": 1, "min": 1, "max": 75, "tooltip":
+        "Which occurrence of the phrase (1 = first), e.g. 2 for the second 'dog' in 'a dog and a dog'."}),
+    "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                           "tooltip": "Multiplier on the residual."}),
+}
+CHAIN_INPUT = (BINDINGS, {"tooltip": "Earlier bindings, to chain several subjects."})
+
+
+def bind(node: str, name: str, residual, phrase: str, occurrence: int, strength: float, bindings):
+    """``bindings`` plus ``residual`` bound to ``phrase`` (default: its recorded subject)."""
+    phrase = phrase.strip() or (residual.subject or "")
+    if not phrase:
+        raise ValueError(
+            f"{node}: {name} records no subject (an authors' .pt file). "
+            "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."
+        )
+    binding = ResidualBinding(name, residual.tensor, phrase, int(occurrence), float(strength))
+    return (tuple(bindings or ()) + (binding,),)
 
 
 class Cones2LoadResidual:
@@ -30,16 +53,9 @@ class Cones2LoadResidual:
             "required": {
                 "residual_name": (folder_paths.get_filename_list(RESIDUALS), {
                     "tooltip": "A residual file in models/cones2_residuals (.safetensors, or the authors' .pt)."}),
-                "phrase": ("STRING", {"default": "", "tooltip":
-                    "The phrase in the prompt this subject binds to. Empty = the subject recorded in the file."}),
-                "occurrence": ("INT", {"default": 1, "min": 1, "max": 75, "tooltip":
-                    "Which occurrence of the phrase (1 = first), e.g. 2 for the second 'dog' in 'a dog and a dog'."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
-                                       "tooltip": "Multiplier on the residual."}),
+                **BINDING_INPUTS,
             },
-            "optional": {
-                "bindings": (BINDINGS, {"tooltip": "Earlier bindings, to chain several subjects."}),
-            },
+            "optional": {"bindings": CHAIN_INPUT},
         }
 
     RETURN_TYPES = (BINDINGS,)
@@ -62,14 +78,29 @@ class Cones2LoadResidual:
             residual = load_residual(path)
         except ResidualFileError as e:
             raise ValueError(f"Cones2LoadResidual: {e}") from None
-        phrase = phrase.strip() or (residual.subject or "")
-        if not phrase:
-            raise ValueError(
-                f"Cones2LoadResidual: {residual_name} records no subject (an authors' .pt file). "
-                "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."
-            )
-        binding = ResidualBinding(residual_name, residual.tensor, phrase, int(occurrence), float(strength))
-        return (tuple(bindings or ()) + (binding,),)
+        return bind("Cones2LoadResidual", residual_name, residual, phrase, occurrence, strength, bindings)
+
+
+class Cones2BindResidual:
+    """Bind a residual made in this graph (e.g. by Cones2TrainResidual) without saving it first."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"residual": (RESIDUAL, {"tooltip": "A residual, e.g. Cones2 Train Residual's output."}),
+                         **BINDING_INPUTS},
+            "optional": {"bindings": CHAIN_INPUT},
+        }
+
+    RETURN_TYPES = (BINDINGS,)
+    RETURN_NAMES = ("bindings",)
+    FUNCTION = "bind"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Binds a residual from another node (e.g. training) to a phrase occurrence, like Load Residual."
+
+    def bind(self, residual, phrase, occurrence, strength, bindings=None):
+        name = f"trained residual '{residual.subject}'" if residual.subject else "the residual"
+        return bind("Cones2BindResidual", name, residual, phrase, occurrence, strength, bindings)
 
 
 class Cones2ApplyResidual:
@@ -135,9 +166,11 @@ class Cones2ApplyResidual:
 
 NODE_CLASS_MAPPINGS = {
     "Cones2LoadResidual": Cones2LoadResidual,
+    "Cones2BindResidual": Cones2BindResidual,
     "Cones2ApplyResidual": Cones2ApplyResidual,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "Cones2LoadResidual": "Cones2 Load Residual",
+    "Cones2BindResidual": "Cones2 Bind Residual",
     "Cones2ApplyResidual": "Cones2 Apply Residual (Text Encode)",
 }

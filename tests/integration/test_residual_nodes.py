@@ -168,6 +168,20 @@ def test_bindings_chain_in_order_and_default_to_the_file_subject(host, residual_
     assert bind(host, names[0], phrase="  puppy ")[0].phrase == "puppy"
 
 
+def test_bind_residual_takes_a_residual_from_another_node(host, clip):
+    rf = pack_module(host, "training.residual_file")
+    delta = torch.randn(1, 1024)
+    (b,) = host.run("Cones2BindResidual", residual=rf.make_residual(delta, subject="dog"), phrase="",
+                    occurrence=2, strength=0.5)
+    assert (b[0].name, b[0].phrase, b[0].occurrence) == ("trained residual 'dog'", "dog", 2)
+    text = "a dog and a dog"
+    out = encode(host, clip, text, b)[0][0]
+    rows = expected_rows(clip, text, "dog", 2)
+    assert torch.equal(out[0, rows], core_encode(host, clip, text)[0][0][0, rows] + delta * 0.5)
+    with pytest.raises(ValueError, match="Cones2BindResidual: the residual records no subject.*'phrase' box"):
+        host.run("Cones2BindResidual", residual=rf.make_residual(delta), phrase=" ", occurrence=1, strength=1.0)
+
+
 def test_official_pt_residual_binds_to_the_typed_phrase(host, clip, residual_dir):
     delta = torch.randn(1024)
     name = write_residual(host, residual_dir, "official_dog.pt", delta)
