@@ -46,34 +46,10 @@ SD21_UNET = {
 
 def random_full_sd2() -> Path:
     """A cached checkpoint with random weights and the exact SD2.1 UNet architecture (speed = the real one)."""
-    import comfy.diffusers_convert
-    import comfy.ops
-    import comfy.text_encoders.sd2_clip
-    import torch
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-    from cones2_test_support.tiny_sd2 import _randomize, cache_dir
-    from safetensors.torch import save_file
+    from cones2_test_support.tiny_checkpoints import cached_checkpoint
+    from cones2_test_support.tiny_sd2 import build_state_dict
 
-    path = cache_dir() / "random-full-sd21.safetensors"
-    if path.exists():
-        return path
-    g = torch.Generator().manual_seed(0)
-    with torch.device("meta"):
-        unet = UNetModel(**SD21_UNET, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-        clip = comfy.text_encoders.sd2_clip.SD2ClipModel(device="meta", dtype=torch.float32)
-        vae = AutoencoderKL(ddconfig={"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
-                                      "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
-                                      "attn_resolutions": [], "dropout": 0.0}, embed_dim=4)
-    sd = {}
-    for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae)):
-        sd.update({prefix + k: v for k, v in _randomize(module.state_dict(), g).items()})
-    clip_sd = {k.replace("clip_h.", "cond_stage_model.model.", 1): v for k, v in _randomize(clip.state_dict(), g).items()}
-    sd.update(comfy.diffusers_convert.convert_text_enc_state_dict_v20(clip_sd))
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(sd, str(tmp))
-    os.replace(tmp, path)
-    return path
+    return cached_checkpoint("random-full-sd21", "random-full-sd21-v1", SD21_UNET, lambda: build_state_dict(SD21_UNET))
 
 
 def main(argv=None) -> int:

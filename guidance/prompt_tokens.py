@@ -32,7 +32,8 @@ class PhraseNotFoundError(ValueError):
 
 
 @cache
-def _byte_encoder() -> dict[int, str]:
+def byte_encoder() -> dict[int, str]:
+    """Byte -> character of the byte-level BPE alphabet that CLIP pieces are written in."""
     # GPT-2/CLIP byte-level BPE maps each byte to a printable character; pieces are in that alphabet.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -48,7 +49,7 @@ def _byte_encoder() -> dict[int, str]:
 def phrase_words(phrase: str) -> tuple[str, ...]:
     """Split ``phrase`` into words the way CLIP's tokenizer does, in the BPE piece alphabet."""
     text = " ".join(phrase.split()).lower()
-    enc = _byte_encoder()
+    enc = byte_encoder()
     return tuple("".join(enc[b] for b in w.encode("utf-8")) for w in _CLIP_WORDS.findall(text))
 
 

@@ -7,13 +7,11 @@ Built like tiny_sd2 with ComfyUI's own classes: a shallow SD1-family UNet (conte
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import torch
 
-from .tiny_sd2 import _randomize, cache_dir
+from .tiny_checkpoints import cached_checkpoint, randomize, unet_and_vae_state_dict
 
 BUILDER_VERSION = "tiny-sd15-v1"
 
@@ -28,37 +26,18 @@ UNET_CONFIG = {
 
 
 def build_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    import comfy.ops
     import comfy.sd1_clip
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     g = torch.Generator().manual_seed(seed)
-    sd = {}
+    sd = unet_and_vae_state_dict(UNET_CONFIG, g)
     with torch.device("meta"):
-        unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
         clip = comfy.sd1_clip.SD1ClipModel(device="meta", dtype=torch.float32)
-        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
-                    "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [],
-                    "dropout": 0.0}
-        vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
-    for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae)):
-        for k, v in _randomize(module.state_dict(), g).items():
-            sd[prefix + k] = v
-    for k, v in _randomize(clip.state_dict(), g).items():
+    for k, v in randomize(clip.state_dict(), g).items():
         if k.startswith("clip_l.transformer.") and "text_projection" not in k and "logit_scale" not in k:
             sd[k.replace("clip_l.", "cond_stage_model.", 1)] = v
     return sd
 
 
 def tiny_sd15_checkpoint() -> Path:
-    """Path of the cached checkpoint, building it on first use (atomically)."""
-    tag = hashlib.sha1(repr((BUILDER_VERSION, UNET_CONFIG)).encode()).hexdigest()[:10]
-    path = cache_dir() / f"tiny-sd15-{tag}.safetensors"
-    if not path.exists():
-        from safetensors.torch import save_file
-
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(build_state_dict(), str(tmp), metadata={"builder": BUILDER_VERSION})
-        os.replace(tmp, path)
-    return path
+    """Path of the cached checkpoint, building it on first use."""
+    return cached_checkpoint("tiny-sd15", BUILDER_VERSION, UNET_CONFIG, build_state_dict)

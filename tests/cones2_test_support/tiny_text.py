@@ -17,27 +17,16 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from cones2.guidance.prompt_tokens import byte_encoder
 from torch import nn
 
 START, END, PAD = "<|startoftext|>", "<|endoftext|>", "!"
 MERGES = ("d o", "do g</w>", "r o", "ro b", "rob o", "robo t</w>", "t o", "to y</w>", "c a", "ca t</w>")
 
 
-def _byte_alphabet() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 @cache
 def tokenizer_files() -> Path:
-    chars = _byte_alphabet()
+    chars = list(byte_encoder().values())
     vocab = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in MERGES] + [START, END]
     folder = Path(tempfile.mkdtemp(prefix="cones2-tiny-tok-"))
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
