@@ -36,6 +36,13 @@ def by_class(api, cls):
     return [n["inputs"] for n in api.values() if n["class_type"] == cls]
 
 
+@pytest.fixture(autouse=True)
+def no_comfyui(monkeypatch):
+    """The converter defaults --comfyui to $COMFYUI_PATH (its tokenizer, its residual folder):
+    these tests are about the converter alone and must never write into a real checkout."""
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+
+
 @pytest.fixture
 def official():
     if OFFICIAL is None:
