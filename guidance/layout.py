@@ -26,6 +26,11 @@ class LayoutError(ValueError):
     """A layout that cannot be used; the message says what to change."""
 
 
+def subject_label(phrase: str, occurrence: int) -> str:
+    """How a subject is written for people: ``dog``, ``dog #2``."""
+    return phrase if occurrence == 1 else f"{phrase} #{occurrence}"
+
+
 @dataclass(frozen=True)
 class Box:
     """A rectangle in canvas pixels, top-left origin (GLIGEN / ConditioningSetArea conventions)."""
@@ -48,7 +53,7 @@ class LayoutSubject:
 
     @property
     def label(self) -> str:
-        return self.phrase if self.occurrence == 1 else f"{self.phrase} #{self.occurrence}"
+        return subject_label(self.phrase, self.occurrence)
 
 
 @dataclass(frozen=True, eq=False)

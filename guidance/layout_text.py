@@ -48,7 +48,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .layout import DEFAULT_GAMMA, Box, Layout, LayoutError, LayoutSubject, subject_key
+from .layout import DEFAULT_GAMMA, Box, Layout, LayoutError, LayoutSubject, subject_key, subject_label
 
 BOX_SYNTAX = "<phrase> [#<occurrence>]: <x> <y> <width> <height> [<gamma>]"
 COLOR_SYNTAX = "<R>,<G>,<B>: <phrase> [#<occurrence>] [<gamma>]"
@@ -76,7 +76,7 @@ class BoxLine:
 
     @property
     def label(self) -> str:
-        return self.phrase if self.occurrence == 1 else f"{self.phrase} #{self.occurrence}"
+        return subject_label(self.phrase, self.occurrence)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ColorEntry:
 
     @property
     def label(self) -> str:
-        return self.phrase if self.occurrence == 1 else f"{self.phrase} #{self.occurrence}"
+        return subject_label(self.phrase, self.occurrence)
 
 
 # --- box lines ------------------------------------------------------------------------------
@@ -169,9 +169,8 @@ def _gamma(value: str, where: str) -> float:
 def format_box_line(box: BoxLine) -> str:
     """The canonical text of one box line."""
     b = box.box
-    occurrence = f" #{box.occurrence}" if box.occurrence != 1 else ""
     gamma = f" {format_number(box.gamma)}" if box.gamma is not None else ""
-    return f"{box.phrase}{occurrence}: {b.x} {b.y} {b.width} {b.height}{gamma}"
+    return f"{box.label}: {b.x} {b.y} {b.width} {b.height}{gamma}"
 
 
 def format_box_lines(boxes: Iterable[BoxLine]) -> str:
