@@ -1,5 +1,6 @@
 """The residual file format: round trips, validation messages, safe .pt loading, atomic saves."""
 
+import errno
 import json
 import os
 import subprocess
@@ -173,6 +174,49 @@ def test_saved_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_pat
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # ComfyUI or another user must be able to read it
+
+
+def test_saving_never_changes_the_process_umask(tmp_path, monkeypatch):
+    # The umask is process-wide: ComfyUI's server thread could create files while it is changed.
+    old = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError("write_atomic changed the process umask")
+
+        monkeypatch.setattr(atomic_files.os, "umask", no_umask)
+        path = rf.save_residual(residual(), tmp_path / "dog.safetensors")
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.ENOTSUP])
+def test_without_hard_links_saves_still_never_overwrite(tmp_path, monkeypatch, code):
+    def no_links(src, dst):  # exFAT, FAT and some network shares refuse hard links
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic_files.os, "link", no_links)
+    first = residual(seed=1)
+    path = rf.save_residual(first, tmp_path / "dog.safetensors")
+    assert torch.equal(rf.load_residual(path).tensor, first.tensor)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        rf.save_residual(residual(seed=2), path)
+    assert path.read_bytes() == before
+    assert rf.save_residual_unique(residual(seed=3), tmp_path, "dog").name == "dog_2.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.safetensors", "dog_2.safetensors"]  # no temp files
+
+
+def test_without_hard_links_a_failed_rename_leaves_nothing(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(atomic_files.os, "link", refuse)
+    monkeypatch.setattr(atomic_files.os, "replace", refuse)
+    with pytest.raises(OSError, match="not permitted"):
+        rf.save_residual(residual(), tmp_path / "dog.safetensors")
+    assert list(tmp_path.iterdir()) == []  # neither the reservation nor the temporary file
 
 
 def test_unique_names_never_overwrite(tmp_path):
