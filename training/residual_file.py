@@ -148,10 +148,13 @@ def unique_residual_path(directory, stem: str) -> Path:
 def save_residual_unique(residual: Residual, directory, stem: str) -> Path:
     """Save under a free name in ``directory`` (a collision gets ``_2``, ``_3``...), atomically."""
     while True:
+        candidate = unique_residual_path(directory, stem)
         try:
-            return save_residual(residual, unique_residual_path(directory, stem), overwrite=False)
+            return save_residual(residual, candidate, overwrite=False)
         except FileExistsError:
-            continue  # another writer took the name between the check and the link
+            if not candidate.exists():
+                raise  # not a taken name (e.g. `directory` is a file): trying again would never end
+            # another writer took the name between the check and the link: take the next one
 
 
 def load_residual(path) -> Residual:

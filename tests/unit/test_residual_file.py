@@ -226,6 +226,13 @@ def test_unique_names_never_overwrite(tmp_path):
                            rf.load_residual(tmp_path / "dog_3.safetensors").tensor)
 
 
+def test_saving_into_a_folder_that_is_a_file_fails_instead_of_looping(tmp_path):
+    (tmp_path / "residuals").write_text("a file, not a folder")
+    with pytest.raises(OSError):
+        rf.save_residual_unique(residual(), tmp_path / "residuals", "dog")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["residuals"]
+
+
 def test_save_wants_safetensors_suffix(tmp_path):
     with pytest.raises(rf.ResidualFileError, match="saved as .safetensors, not .pt"):
         rf.save_residual(residual(), tmp_path / "dog.pt")
