@@ -7,6 +7,9 @@
 Needs a ComfyUI checkout (COMFYUI_PATH or --comfyui) and a Python that runs it. The residual
 is written into ComfyUI's models/cones2_residuals (or --output-dir / --output), never over an
 existing file. --official switches every default to the authors' train_cones2.py settings.
+
+Exit status: 0 done; 1 an error: line (bad input, NaN, out of memory); 2 a malformed command
+line; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +94,60 @@ def settings_from(args, TrainSettings):
                          random_crop=not args.center_crop, checkpoint_every=args.checkpoint_every)
 
 
+def output_problem(args) -> str | None:
+    """Why the requested output cannot be written (checked before training), or None."""
+    if args.output is not None:
+        if args.output.suffix != ".safetensors":
+            return (f"--output {args.output}: residuals are saved as .safetensors; name it e.g. "
+                    f"{args.output.with_suffix('.safetensors').name}")
+        if args.output.exists():
+            return f"--output {args.output} exists; choose another name (a residual never overwrites a file)"
+    folder = args.output.parent if args.output is not None else args.output_dir
+    if folder is not None:
+        existing = Path(folder).absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{folder} cannot be a folder: {existing} is a file"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"cannot write into {folder} ({existing} is not writable)"
+    return None
+
+
+def write_residual(residual, *, output: Path | None, folder, stem: str, fallback_dirs=()) -> tuple[Path, list[str]]:
+    """Save the trained residual and return (its path, warnings); a trained residual is never thrown away.
+
+    ``output`` (exact file) or a free name ``stem[_k].safetensors`` in ``folder``. If ``output``
+    was taken meanwhile, a free name beside it; if a folder cannot be written, the next of
+    ``fallback_dirs``. Raises OSError only when every place failed.
+    """
+    from cones2.training.residual_file import save_residual, save_residual_unique
+
+    warnings = []
+    if output is not None:
+        try:
+            return save_residual(residual, output), warnings
+        except FileExistsError:
+            warnings.append(f"{output} appeared while training (nothing is overwritten)")
+        except OSError as e:
+            warnings.append(f"could not write {output} ({e})")
+        folder, stem = output.parent, output.stem
+    tried = []
+    for d in (folder, *fallback_dirs):
+        if d is None or Path(d).absolute() in tried:
+            continue
+        tried.append(Path(d).absolute())
+        try:
+            path = save_residual_unique(residual, d, stem)
+        except OSError as e:
+            warnings.append(f"could not write into {d} ({e})")
+            continue
+        if warnings:
+            warnings.append(f"the residual was written to {path} instead")
+        return path, warnings
+    raise OSError("; ".join(warnings) or "no folder to write the residual into")
+
+
 def start_comfyui(path: Path, cpu: bool):
     path = path.expanduser().resolve()
     if not (path / "comfy").is_dir():
@@ -131,6 +189,10 @@ def load_photos(files: list[Path]):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    problem = output_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     start_comfyui(args.comfyui, args.cpu)
     import_pack_core()
     import comfy.sd
@@ -141,7 +203,7 @@ def main(argv=None) -> int:
     from cones2.nodes.model_folders import residual_save_dir
     from cones2.nodes.training_nodes import new_checkpoint_path
     from cones2.training.errors import TrainingError
-    from cones2.training.residual_file import make_residual, save_residual, save_residual_unique
+    from cones2.training.residual_file import make_residual
     from cones2.training.trainer import OutOfMemory, TrainSettings
 
     settings = settings_from(args, TrainSettings)
@@ -150,7 +212,7 @@ def main(argv=None) -> int:
         found = folder_paths.get_full_path("checkpoints", args.checkpoint)
         if found is None:
             print(f"error: no checkpoint {args.checkpoint!r} (not a file, not in models/checkpoints)", file=sys.stderr)
-            return 2
+            return 1
         ckpt = Path(found)
     files = image_files(args.images)
     print(f"checkpoint {ckpt.name}; {len(files)} photo(s); phrase {args.phrase!r}; {settings.steps} steps at "
@@ -198,24 +260,31 @@ def main(argv=None) -> int:
     training = dict(result.metadata, checkpoint=Path(ckpt).name)
     residual = make_residual(result.residual, subject=" ".join(args.phrase.split()), token_ids=result.token_ids,
                              training=training, source="train_residual.py")
-    if args.output:
-        try:
-            out = save_residual(residual, args.output)
-        except FileExistsError:
-            print(f"error: {args.output} exists; choose another --output", file=sys.stderr)
-            return 1
-    else:
-        out = save_residual_unique(residual, args.output_dir or residual_save_dir(), slug(args.name or args.phrase))
+    default_dir = residual_save_dir()
+    try:
+        out, warnings = write_residual(residual, output=args.output, folder=args.output_dir or default_dir,
+                                       stem=slug(args.name or args.phrase),
+                                       fallback_dirs=(default_dir, tempfile.gettempdir()))
+    except OSError as e:
+        print(f"error: the residual could not be written anywhere: {e}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"{result.steps_run} steps in {result.seconds:.1f} s; residual written to {out}", file=sys.stderr)
-    if args.loss_json:
-        args.loss_json.write_text(json.dumps(result.losses))
-    if args.loss_plot:
-        from PIL import Image
+    status = 0
+    try:
+        if args.loss_json:
+            args.loss_json.write_text(json.dumps(result.losses))
+        if args.loss_plot:
+            from PIL import Image
 
-        img = (loss_plot_image(result.losses)[0].numpy() * 255).round().astype("uint8")
-        Image.fromarray(img).save(args.loss_plot)
+            img = (loss_plot_image(result.losses)[0].numpy() * 255).round().astype("uint8")
+            Image.fromarray(img).save(args.loss_plot)
+    except (OSError, ValueError) as e:
+        print(f"error: could not write the loss file ({e}); the residual is saved", file=sys.stderr)
+        status = 1
     print(out)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

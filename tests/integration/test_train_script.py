@@ -57,3 +57,10 @@ def test_the_script_reports_bad_input_and_exits_nonzero(photos, tmp_path):
     assert proc.returncode == 1
     assert "error: the phrase ' ' has no tokens" in proc.stderr
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_missing_checkpoint_is_bad_input_with_status_1(photos, tmp_path):
+    proc = run_script("--checkpoint", "no_such_model.safetensors", "--images", photos, "--phrase", "dog", *FAST,
+                      "--output-dir", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: no checkpoint 'no_such_model.safetensors'" in proc.stderr
