@@ -25,7 +25,7 @@ How the config maps (the authors' inference.py and layout_guidance.py):
   on every occurrence of its phrase; here it goes on the first (a warning names any other).
 - ``guidance_weight`` -> weight; ``weight_negative`` -> suppression; ``guidance_steps`` of 50 ->
   end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
-  no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
+  which leaves sampling unguided, end_percent 1, no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
   here it is the sampler's own σ (the same when guidance_steps is 50).
 - Their sampler: LMS, 50 steps, CFG 7.5, 768x768, seeds 0..3 -> Cones2LayoutGuidedSampler with
   lms/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed 0 (run seeds 0-3 with the runner).
@@ -264,13 +264,15 @@ authors used; pick yours in the list.""", col=0, title="Model")
                     colors=colors_text(config), gamma=2.5, tolerance=tolerance, background=background)
     g.group("Prompt and layout", [pos, neg, image, layout])
     latent = g.node("EmptyLatentImage", col=3, width=SIZE, height=SIZE, batch_size=1)
-    end = min(config.guidance_steps, STEPS) / STEPS
+    guided = config.guidance_steps > 0
+    # guidance_steps 0 = no guidance: weight 0 leaves the model unguided; the range stays the whole
+    # run, since an empty range (end_percent 0) is refused by the sampler
+    end = min(config.guidance_steps, STEPS) / STEPS if guided else 1.0
     sample = g.node("Cones2LayoutGuidedSampler", col=3, title="Layout guided sampler (the authors' settings)",
                     model=model[0], positive=pos[0], negative=neg[0], layout=layout[0], latent_image=latent[0],
                     seed=0, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
-                    weight=config.guidance_weight if config.guidance_steps > 0 else 0.0,
-                    suppression=config.weight_negative,
-                    start_percent=0.0, end_percent=end, self_recurrence=config.guidance_steps > 0)
+                    weight=config.guidance_weight if guided else 0.0, suppression=config.weight_negative,
+                    start_percent=0.0, end_percent=end, self_recurrence=guided)
     g.group("Sample", [latent, sample])
     decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
     save = g.node("SaveImage", col=4, images=decode[0], filename_prefix=f"cones2/{name}")

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from cones2.guidance.sigma_schedule import check_percents
 from cones2.training.residual_file import load_residual
 from cones2_test_support.scripts import WORKFLOWS, official_example_dir, scripts_on_path
 
@@ -88,6 +89,9 @@ def test_fewer_guidance_steps_end_guidance_early_and_none_turns_it_off():
     _, api = api_of(config(guidance_steps=0))
     (s,) = by_class(api, "Cones2LayoutGuidedSampler")
     assert s["weight"] == 0.0 and s["self_recurrence"] is False
+    # the sampler accepts the range (an empty one, end_percent 0, is refused when it runs)
+    assert (s["start_percent"], s["end_percent"]) == (0.0, 1.0)
+    check_percents(s["start_percent"], s["end_percent"])
 
 
 def test_the_same_class_twice_binds_by_occurrence():
