@@ -37,7 +37,7 @@ def bind(node: str, name: str, residual, phrase: str, occurrence: int, strength:
     phrase = phrase.strip() or (residual.subject or "")
     if not phrase:
         raise ValueError(
-            f"{node}: {name} records no subject (an authors' .pt file). "
+            f"{node}: {name} records no subject (an authors' .pt file, or one converted without --subject). "
             "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."
         )
     binding = ResidualBinding(name, residual.tensor, phrase, int(occurrence), float(strength))

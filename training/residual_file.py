@@ -228,11 +228,16 @@ def _load_torch(path: Path) -> Residual:
 
 def convert_to_safetensors(src, dst=None, *, subject: str | None = None, token_ids=None,
                            overwrite: bool = False) -> Path:
-    """Convert an authors' ``.pt`` residual to this pack's ``.safetensors`` file (atomic)."""
+    """Convert an authors' ``.pt`` residual to this pack's ``.safetensors`` file (atomic).
+
+    ``subject`` is recorded only when given (or already in ``src``): the file name is no
+    guide (the authors' training always writes ``residual.pt``; their downloads have names
+    like ``robot_toy.pt``), and with no subject Load Residual asks for the phrase.
+    """
     src = Path(src)
     residual = load_residual(src)
     dst = Path(dst) if dst else src.with_suffix(".safetensors")
-    residual = make_residual(residual.tensor, subject=subject or residual.subject or src.stem,
+    residual = make_residual(residual.tensor, subject=subject or residual.subject,
                              token_ids=token_ids if token_ids is not None else residual.token_ids,
                              training={**residual.training, "converted_from": src.name}, source=src.name)
     return save_residual(residual, dst, overwrite=overwrite)

@@ -238,6 +238,22 @@ def test_save_wants_safetensors_suffix(tmp_path):
         rf.save_residual(residual(), tmp_path / "dog.pt")
 
 
+@pytest.mark.parametrize("stem", ["residual", "robot_toy"])
+def test_conversion_without_a_subject_records_none_not_the_file_name(tmp_path, stem):
+    # the authors' train_cones2.py always writes residual.pt: its stem is no subject
+    torch.save(torch.randn(1024), tmp_path / f"{stem}.pt")
+    out = rf.convert_to_safetensors(tmp_path / f"{stem}.pt")
+    assert rf.load_residual(out).subject is None
+    assert rf.load_residual(rf.convert_to_safetensors(tmp_path / f"{stem}.pt", tmp_path / "dog.safetensors",
+                                                      subject="dog")).subject == "dog"
+    cmd = [sys.executable, str(ROOT / "scripts" / "convert_residual.py"), str(tmp_path / f"{stem}.pt"),
+           "-o", str(tmp_path / "cmd.safetensors")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cmd.safetensors records no subject: type its phrase in Load Residual" in done.stderr
+    assert rf.load_residual(tmp_path / "cmd.safetensors").subject is None
+
+
 def test_convert_command_turns_official_pt_into_safetensors(tmp_path):
     t = torch.randn(1024)
     torch.save(t, tmp_path / "dog.pt")
