@@ -21,6 +21,7 @@ from ..training.trainer import (
     RESIDUAL_FROM,
     OutOfMemory,
     TrainSettings,
+    residual_training_info,
 )
 from .comfy_training import slug, train_with_comfy, training_mode
 from .loss_plot import loss_plot_image
@@ -175,9 +176,8 @@ class Cones2TrainResidual:
             raise RuntimeError(f"Cones2TrainResidual: out of memory while preparing training. {LOW_MEMORY_HINT}") from None
         finally:
             comfy.model_management.soft_empty_cache()
-        training = dict(result.metadata)
-        if checkpoint_path is not None:
-            training["checkpoint"] = checkpoint_path.name
+        training = residual_training_info(
+            result, training_checkpoint=checkpoint_path.name if checkpoint_path is not None else None)
         try:
             residual = make_residual(result.residual, subject=" ".join(phrase.split()), token_ids=result.token_ids,
                                      training=training, source="Cones2TrainResidual")

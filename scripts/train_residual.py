@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     from cones2.nodes.training_nodes import new_checkpoint_path
     from cones2.training.errors import TrainingError
     from cones2.training.residual_file import make_residual
-    from cones2.training.trainer import OutOfMemory, TrainSettings
+    from cones2.training.trainer import OutOfMemory, TrainSettings, residual_training_info
 
     settings = settings_from(args, TrainSettings)
     ckpt = Path(args.checkpoint)
@@ -257,7 +257,9 @@ def main(argv=None) -> int:
         print(f"interrupted: no residual written.{where}", file=sys.stderr)
         return 130
 
-    training = dict(result.metadata, checkpoint=Path(ckpt).name)
+    training = residual_training_info(
+        result, model_checkpoint=ckpt.name,
+        training_checkpoint=checkpoint_path.name if checkpoint_path and checkpoint_path.exists() else None)
     residual = make_residual(result.residual, subject=" ".join(args.phrase.split()), token_ids=result.token_ids,
                              training=training, source="train_residual.py")
     default_dir = residual_save_dir()

@@ -111,6 +111,21 @@ class TrainResult:
     metadata: dict = field(default_factory=dict)  # for the residual file's `training` entry
 
 
+MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the SD2 checkpoint file it was trained on
+TRAINING_CHECKPOINT = "training_checkpoint"  # key: the run's resumable state file (output/cones2_training/)
+
+
+def residual_training_info(result: TrainResult, *, model_checkpoint: str | None = None,
+                           training_checkpoint: str | None = None) -> dict:
+    """A residual file's ``training`` entry: the run's settings and results, plus the files it used, when known."""
+    info = dict(result.metadata)
+    if model_checkpoint:
+        info[MODEL_CHECKPOINT] = model_checkpoint
+    if training_checkpoint:
+        info[TRAINING_CHECKPOINT] = training_checkpoint
+    return info
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The UNet autocast dtype, or None for float32."""
     if precision not in PRECISIONS:

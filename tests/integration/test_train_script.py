@@ -45,7 +45,8 @@ def test_the_script_trains_and_writes_a_residual_with_its_settings(photos, tmp_p
     assert residual.token_ids == (8797, 5988)
     t = residual.training
     assert t["steps"] == 2 and t["images"] == 3 and t["train_layers"] == 1 and t["prediction"] == "eps"
-    assert t["checkpoint"] == tiny_sd2_checkpoint().name
+    assert t["model_checkpoint"] == tiny_sd2_checkpoint().name
+    assert "checkpoint" not in t and "training_checkpoint" not in t  # no --checkpoint-every: no state file
     assert len(json.loads((tmp_path / "loss.json").read_text())["loss"]) == 2
     assert Image.open(tmp_path / "loss.png").size == (640, 360)
     assert "step 2/2" in proc.stderr

@@ -127,7 +127,8 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     t = r.training
     assert t["steps"] == 2 and t["prediction"] == "eps" and t["preservation"] == "paper"
     assert t["residual_from"] == "corpus" and t["corpus_size"] == 1 and t["train_layers"] == 1
-    assert t["training_prompt"] == "a photo of a dog" and t["checkpoint"].endswith(".cones2-train.safetensors")
+    assert t["training_prompt"] == "a photo of a dog" and t["training_checkpoint"].endswith(".cones2-train.safetensors")
+    assert "checkpoint" not in t and "model_checkpoint" not in t  # the node does not know the model's file
     loss = trained["loss"]
     assert set(loss) >= {"loss"} and len(loss["loss"]) == 2 and all(math.isfinite(v) for v in loss["loss"])
     assert loss["preservation"][0] == 0.0  # step 1 starts from the original encoder
@@ -171,7 +172,7 @@ def test_v_prediction_trains_with_the_v_target(host, sd2):
 
 def test_a_run_resumes_from_the_node_checkpoint(host, sd2, trained):
     model, clip, vae = sd2
-    name = trained["residual"].training["checkpoint"]
+    name = trained["residual"].training["training_checkpoint"]
     residual, loss, _ = train(host, model, clip, vae, images=trained["images"], steps=3, checkpoint_every=1,
                               resume_from=name)
     assert residual.training["steps"] == 3 and len(loss["loss"]) == 3
@@ -180,7 +181,7 @@ def test_a_run_resumes_from_the_node_checkpoint(host, sd2, trained):
 
 def test_resuming_with_other_settings_is_refused(host, sd2, trained):
     model, clip, vae = sd2
-    name = trained["residual"].training["checkpoint"]
+    name = trained["residual"].training["training_checkpoint"]
     with pytest.raises(ValueError, match=r"Cones2TrainResidual: cannot resume from .*learning_rate"):
         train(host, model, clip, vae, images=trained["images"], steps=3, resume_from=name, learning_rate=2e-4)
 

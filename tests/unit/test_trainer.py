@@ -18,7 +18,13 @@ from cones2.training.prompt_ids import encode_prompts
 from cones2.training.residual_file import load_residual, make_residual, save_residual
 from cones2.training.subject_images import build_latent_bank
 from cones2.training.train_checkpoint import load_state
-from cones2.training.trainer import TrainSettings, image_indices, step_generator, train_residual
+from cones2.training.trainer import (
+    TrainSettings,
+    image_indices,
+    residual_training_info,
+    step_generator,
+    train_residual,
+)
 from cones2_test_support import tiny_text as tt
 
 
@@ -269,6 +275,16 @@ def test_the_trained_residual_makes_a_valid_residual_file(tmp_path):
     back = load_residual(path)
     assert back.training["steps"] == 2 and back.subject == "dog"
     assert os.path.getsize(path) < 10_000
+
+
+def test_the_residual_names_its_model_and_its_run_state_under_distinct_keys():
+    res = run(quick(steps=1))
+    info = residual_training_info(res, model_checkpoint="v2-1_512-ema-pruned.safetensors",
+                                  training_checkpoint="dog_00001.cones2-train.safetensors")
+    assert info["model_checkpoint"] == "v2-1_512-ema-pruned.safetensors"
+    assert info["training_checkpoint"] == "dog_00001.cones2-train.safetensors"
+    assert "checkpoint" not in info and info["steps"] == 1
+    assert "model_checkpoint" not in residual_training_info(res) and "training_checkpoint" not in res.metadata
 
 
 def test_huge_seeds_are_fine_and_draws_depend_on_seed_and_step_only():
