@@ -27,8 +27,13 @@ How the config maps (the authors' inference.py and layout_guidance.py):
   end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
   which leaves sampling unguided, end_percent 1, no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
   here it is the sampler's own σ (the same when guidance_steps is 50).
-- Their sampler: LMS, 50 steps, CFG 7.5, 768x768, seeds 0..3 -> Cones2LayoutGuidedSampler with
-  lms/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed 0 (run seeds 0-3 with the runner).
+- Their sampler: diffusers' LMSDiscreteScheduler, 50 steps, CFG 7.5, 768x768, seeds 0..3 ->
+  Cones2LayoutGuidedSampler with euler/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed
+  0 (run seeds 0-3 with the runner). Euler, not lms: their loop calls
+  ``scheduler.step(noise_pred, t, latents, 1)``, and the 4th argument of
+  ``LMSDiscreteScheduler.step`` (diffusers 0.13.1, their requirements.txt) is ``order``; a
+  first-order linear multistep step is x + (sigma_next - sigma) * d, Euler's step. Their
+  timesteps, 50 evenly spaced from 999 to 0, are the normal scheduler's.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from make_workflows import dumps, load_schemas  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
 
 DEFAULT_CHECKPOINT = "v2-1_768-ema-pruned.safetensors"  # SD2.1 768 v, the model the authors used
-STEPS, CFG, SIZE, SAMPLER, SCHEDULER = 50, 7.5, 768, "lms", "normal"
+# Their LMSDiscreteScheduler.step(..., order=1) is Euler (see the module docstring).
+STEPS, CFG, SIZE, SAMPLER, SCHEDULER = 50, 7.5, 768, "euler", "normal"
 TOKEN_LIMIT = 75
 
 
@@ -236,7 +242,8 @@ def build_graph(config: OfficialConfig, *, name: str = "official_example", check
 Converted from the authors' config by `scripts/convert_official_config.py`: their prompt,
 residuals bound to the token positions of their `subject_list`, their colour layout and
 γ+, guidance weight {config.guidance_weight:g} and suppression {config.weight_negative:g}, and
-their sampler: LMS, {STEPS} steps, CFG {CFG}, {SIZE}x{SIZE}, self-recurrence on guided steps.
+their sampler: {STEPS} steps of {SAMPLER} ({SCHEDULER}), CFG {CFG}, {SIZE}x{SIZE}, self-recurrence on guided
+steps. They used diffusers' LMS scheduler, but with order 1, which is Euler's step.
 They ran seeds 0 to 3: `python scripts/run_workflow.py <this API workflow> --seed 0-3`.""",
            col=0, title="Read me", ui_size=(420, None))
     model = g.node("CheckpointLoaderSimple", col=0, title="Load SD2.1 checkpoint", ckpt_name=checkpoint)

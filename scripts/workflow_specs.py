@@ -199,7 +199,10 @@ pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-predict
 
 
 def official_example() -> Graph:
-    """(e) The authors' inference example, as convert_official_config.py maps it (our own layout image)."""
+    """(e) The authors' inference example, as convert_official_config.py maps it (our own layout image).
+
+    Sampler euler/normal: their LMS scheduler stepped at order 1, which is Euler (see the converter).
+    """
     from convert_official_config import OfficialConfig, build_graph
 
     config = OfficialConfig(

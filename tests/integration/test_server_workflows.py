@@ -248,5 +248,5 @@ def test_the_authors_example_converts_validates_and_runs(server, object_info, tm
     saved = [p for p in printed_files(result) if "guidance_config_example" in p.name]
     ran = png_prompt(saved[0])
     sampler = next(n["inputs"] for n in ran.values() if n["class_type"] == "Cones2LayoutGuidedSampler")
-    assert sampler["self_recurrence"] is True and sampler["sampler_name"] == "lms"
+    assert sampler["self_recurrence"] is True and sampler["sampler_name"] == "euler"
     assert Image.open(saved[0]).size == (64, 64)

@@ -68,7 +68,7 @@ def test_each_field_lands_where_the_authors_code_uses_it():
     (sampler,) = by_class(api, "Cones2LayoutGuidedSampler")
     assert {k: sampler[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise", "weight",
                                     "suppression", "start_percent", "end_percent", "self_recurrence")} == {
-        "seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "lms", "scheduler": "normal", "denoise": 1.0,
+        "seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
         "weight": 0.08, "suppression": -1e8, "start_percent": 0.0, "end_percent": 1.0, "self_recurrence": True}
     assert by_class(api, "EmptyLatentImage") == [{"width": 768, "height": 768, "batch_size": 1}]
     assert by_class(api, "Cones2ApplyResidual")[0]["text"] == "a mug and a dog on the beach"
