@@ -84,8 +84,9 @@ class Cones2TrainResidual:
                                        "tooltip": "Training resolution: 512 for SD2.1-base, 768 for SD2.1 (v)."}),
                 "preservation_weight": ("FLOAT", {"default": d.preservation_weight, "min": 0.0, "max": 100.0,
                                                   "step": 1e-4, "round": False, "tooltip":
-                                                  "λ of the paper's text-embedding-preservation loss (Eq. 3/4). "
-                                                  "Not used by the official regularizer, whose weights are fixed."}),
+                                                  "λ of the paper's text-embedding-preservation loss (Eq. 3/4); 0 = off "
+                                                  "(faster: no corpus sentences in the steps). Not used by the "
+                                                  "official regularizer, whose weights are fixed."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
             },
             "optional": {

@@ -202,21 +202,23 @@ def _losses_template() -> dict[str, list[float]]:
 
 
 def build_prompts(tokenize: Tokenize, phrase: str, settings: TrainSettings, special: SpecialTokens):
-    """(phrase ids, training prompt, regularizer corpus or None, residual prompts)."""
+    """(phrase ids, training prompt, the paper term's sentences or None (λ = 0: None), residual prompts)."""
     phrase_ids = phrase_token_ids(tokenize, phrase, special)
     text = corpus.fill(settings.training_prompt, phrase)
     try:
         train_prompt = encode_prompts(tokenize, [text], phrase_ids, special)
     except PromptError as e:
         raise PromptError(f"training_prompt: {e} Write it with {{}} where the phrase goes, once.") from None
+    # λ = 0 turns the paper's term off: its sentences are then neither encoded nor trained through
+    paper_term = settings.preservation == "paper" and settings.preservation_weight > 0
     sentences = None
-    if settings.preservation == "paper" or settings.residual_from == "corpus":
+    if paper_term or settings.residual_from == "corpus":
         sentences = encode_prompts(tokenize, corpus.iter_subject_sentences(phrase), phrase_ids, special,
                                    limit=settings.corpus_size, strict=False)
     residual_prompts = (sentences if settings.residual_from == "corpus"
                         else encode_prompts(tokenize, corpus.official_sentences(phrase), phrase_ids, special,
                                             strict=False))
-    reg = sentences if settings.preservation == "paper" else None
+    reg = sentences if paper_term else None
     return phrase_ids, train_prompt, reg, residual_prompts
 
 
@@ -410,8 +412,9 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
         "train_layers": settings.train_layers or n_layers, "images": len(bank), "flip": settings.flip,
         "final_loss": losses["loss"][-1] if losses["loss"] else None,
     }
-    if reg is not None:
-        meta["corpus_size"] = len(reg)
+    corpus_used = reg if reg is not None else residual_prompts if settings.residual_from == "corpus" else None
+    if corpus_used is not None:
+        meta["corpus_size"] = len(corpus_used)
     return TrainResult(residual=residual, token_ids=tuple(phrase_ids), losses=losses,
                        steps=max(settings.steps, step0), seconds=seconds, steps_run=steps_run, metadata=meta)
 

@@ -121,6 +121,26 @@ def test_official_mode_uses_the_bare_prompt_and_the_27_templates():
     assert res.losses["preservation"][0] == 0.0 and res.losses["preservation"][-1] > 0
 
 
+def test_a_zero_preservation_weight_skips_the_corpus_sentences_entirely():
+    enc = tt.tiny_encoder()
+    batches = []
+    forward_from = enc.forward_from
+
+    def recording(hidden, start=0):
+        batches.append(hidden.shape[0])
+        return forward_from(hidden, start)
+
+    enc.forward_from = recording
+    s = quick(steps=4, preservation="paper", preservation_weight=0.0, residual_from="templates")
+    res = run(s, encoder=enc)
+    # the training prompt's target, 27 templates before and after; each step encodes the prompt alone
+    assert batches == [1, 27, 1, 1, 1, 1, 27]
+    assert res.losses["preservation"] == [0.0] * 4
+    unregularized = run(quick(steps=4, preservation="none", residual_from="templates"))
+    assert res.losses["loss"] == unregularized.losses["loss"]
+    torch.testing.assert_close(res.residual, unregularized.residual, rtol=0, atol=0)
+
+
 def test_training_the_last_layers_leaves_the_rest_untouched():
     enc = tt.tiny_encoder(layers=3)
     before = copy.deepcopy(enc.state_dict())
