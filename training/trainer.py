@@ -352,7 +352,7 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
               else contextlib.nullcontext()):
             pred = denoiser(x_t, t, context)
         l_sub = diffusion_loss(pred, target)
-        if settings.preservation == "paper" and lam > 0:
+        if reg_idx is not None:  # the paper's term (λ > 0)
             ri = reg_idx.to(device)
             l_reg = paper_preservation_loss(encoded[1:], reg_frozen[ri], reg_mask[ri])
             loss = l_sub + lam * l_reg
@@ -363,8 +363,10 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
             l_reg = torch.zeros((), device=device)
             loss = l_sub
 
-        if not torch.isfinite(loss.detach()):
-            raise _diverged(step, float(l_sub.detach()), float(l_reg.detach()), last_checkpoint)
+        # the step's one host sync: the losses to record, also tested for NaN before the update
+        values = torch.stack([loss.detach(), l_sub.detach(), l_reg.detach().float()]).tolist()
+        if not math.isfinite(values[0]):
+            raise _diverged(step, values[1], values[2], last_checkpoint)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -379,7 +381,6 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-        values = torch.stack([loss.detach(), l_sub.detach(), l_reg.detach().float()]).tolist()
         for key, v in zip(("loss", "diffusion", "preservation"), values, strict=True):
             losses[key].append(v)
         done = step + 1
