@@ -11,7 +11,7 @@ conditioning alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -53,6 +53,28 @@ def phrase_words(phrase: str) -> tuple[str, ...]:
     return tuple("".join(enc[b] for b in w.encode("utf-8")) for w in _CLIP_WORDS.findall(text))
 
 
+def content_tokens(chunks: Sequence[Sequence], start_id: int, end_id: int) -> Iterator[tuple[int, object, float]]:
+    """``(row, token, weight)`` of every content token of ComfyUI token chunks, in order.
+
+    Chunks are lists of ``(token, weight[, word_id])``; token ``i`` of chunk ``c`` is row
+    ``c * 77 + i`` (rows count every entry of the earlier chunks). Content is what lies
+    between a chunk's start token and its first end token: SD2 pads with id 0, which is also
+    a real piece, so padding is recognised by position. ``token`` is an int id or, for an
+    ``embedding:`` name, a tensor.
+    """
+    offset = 0
+    for chunk in chunks:
+        for i, entry in enumerate(chunk):
+            token = entry[0]
+            if isinstance(token, int):
+                if i == 0 and token == start_id:
+                    continue
+                if token == end_id:
+                    break
+            yield offset + i, token, entry[1]
+        offset += len(chunk)
+
+
 @dataclass(frozen=True)
 class Word:
     text: str
@@ -74,29 +96,13 @@ class PromptTokens:
     @classmethod
     def from_chunks(cls, chunks: Sequence[Sequence], piece_of: Callable[[int], str],
                     start_id: int, end_id: int) -> PromptTokens:
-        """Build from ComfyUI token chunks: lists of ``(token, weight[, word_id])``.
-
-        Content is what lies between a chunk's start token and its first end token (SD2 pads
-        with id 0, which is also a real piece, so padding is recognised by position).
-        ``token`` is an int id or, for ``embedding:`` names, a tensor (kept as a word that
-        matches no phrase).
-        """
-        rows, pieces, offset = [], [], 0
-        for chunk in chunks:
-            for i, entry in enumerate(chunk):
-                token = entry[0]
-                if isinstance(token, int):
-                    if i == 0 and token == start_id:
-                        continue
-                    if token == end_id:
-                        break
-                    piece = piece_of(token)
-                else:
-                    piece = EMBEDDING_PIECE + END_OF_WORD
-                rows.append(offset + i)
-                pieces.append(piece)
-            offset += len(chunk)
-        return cls(length=offset, rows=tuple(rows), pieces=tuple(pieces))
+        """Build from ComfyUI token chunks (see ``content_tokens``); an ``embedding:`` token is
+        kept as a word that matches no phrase."""
+        rows, pieces = [], []
+        for row, token, _ in content_tokens(chunks, start_id, end_id):
+            rows.append(row)
+            pieces.append(piece_of(token) if isinstance(token, int) else EMBEDDING_PIECE + END_OF_WORD)
+        return cls(length=sum(len(c) for c in chunks), rows=tuple(rows), pieces=tuple(pieces))
 
     def words(self) -> tuple[Word, ...]:
         return _group_words(self.rows, self.pieces)

@@ -28,6 +28,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from torch.utils.checkpoint import checkpoint
 
+from ..guidance.prompt_tokens import content_tokens
 from ..training.clip_text import ClipTextEncoder, encoder_from_state_dict
 from ..training.errors import TrainingInputError
 from ..training.prompt_ids import SpecialTokens, phrase_token_ids
@@ -104,19 +105,13 @@ def sd2_tokenizer(clip) -> tuple[Callable[[str], list[int]], SpecialTokens]:
 
     def tokenize(text: str) -> list[int]:
         ids = []
-        for chunk in clip.tokenize(text)["h"]:
-            for i, entry in enumerate(chunk):
-                token, weight = entry[0], entry[1]
-                if not isinstance(token, int):
-                    raise TrainingInputError(f"{text!r} uses an embedding; write plain words for training.")
-                if i == 0 and token == special.start:
-                    continue
-                if token == special.end:
-                    break
-                if weight != 1.0:
-                    raise TrainingInputError(
-                        f"{text!r} has prompt weights like (word:1.2); training uses plain text, remove them.")
-                ids.append(token)
+        for _, token, weight in content_tokens(clip.tokenize(text)["h"], special.start, special.end):
+            if not isinstance(token, int):
+                raise TrainingInputError(f"{text!r} uses an embedding; write plain words for training.")
+            if weight != 1.0:
+                raise TrainingInputError(
+                    f"{text!r} has prompt weights like (word:1.2); training uses plain text, remove them.")
+            ids.append(token)
         return ids
 
     return tokenize, special

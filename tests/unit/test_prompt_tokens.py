@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cones2.guidance.prompt_tokens import PhraseNotFoundError, PromptTokens, phrase_words
+from cones2.guidance.prompt_tokens import PhraseNotFoundError, PromptTokens, content_tokens, phrase_words
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +74,13 @@ def test_padding_id_zero_is_not_content_but_an_embedding_slot_is():
     t = PromptTokens.from_chunks([chunk], INV.__getitem__, START, END)
     assert t.rows == (1, 2, 3)
     assert t.find("dog") == [(3,)]
+
+
+def test_content_tokens_give_rows_tokens_and_weights_of_the_content_only():
+    first = [(START, 1.0), (VOCAB["a</w>"], 1.0), (VOCAB["dog</w>"], 1.2, 3), (END, 1.0)] + [(PAD, 1.0)] * 73
+    second = [(START, 1.0), (VOCAB["mug</w>"], 0.8), (END, 1.0), (VOCAB["dog</w>"], 1.0)] + [(PAD, 1.0)] * 73
+    assert list(content_tokens([first, second], START, END)) == [
+        (1, VOCAB["a</w>"], 1.0), (2, VOCAB["dog</w>"], 1.2), (78, VOCAB["mug</w>"], 0.8)]  # nothing after an end
 
 
 def test_weighted_triples_with_word_ids_are_accepted():
