@@ -105,7 +105,7 @@ class PromptTokens:
         return cls(length=sum(len(c) for c in chunks), rows=tuple(rows), pieces=tuple(pieces))
 
     def words(self) -> tuple[Word, ...]:
-        return _group_words(self.rows, self.pieces)
+        return group_words(self.rows, self.pieces)
 
     def find(self, phrase: str) -> list[tuple[int, ...]]:
         """Rows of every occurrence of ``phrase``, left to right, non-overlapping."""
@@ -145,7 +145,8 @@ class PromptTokens:
         return repr(shown + (" ..." if len(texts) > limit else ""))
 
 
-def _group_words(rows: Sequence[int], pieces: Sequence[str]) -> tuple[Word, ...]:
+def group_words(rows: Sequence[int], pieces: Sequence[str]) -> tuple[Word, ...]:
+    """Join BPE pieces into words (a piece ending in ``</w>`` closes one), each with its rows."""
     words, text, word_rows = [], "", []
     for row, piece in zip(rows, pieces, strict=True):
         closed = piece.endswith(END_OF_WORD)

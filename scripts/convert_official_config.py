@@ -146,26 +146,26 @@ def clip_tokenizer(comfyui: Path | None) -> Tokenize | None:
     return lambda text: tok.tokenize(text)
 
 
+def _prompt_tokens():
+    """The pack's guidance.prompt_tokens (imported late: make_workflows needs none of it)."""
+    from pack_alias import import_pack_core
+
+    import_pack_core()
+    from cones2.guidance import prompt_tokens
+
+    return prompt_tokens
+
+
 def word_tokenizer(text: str) -> list[str]:
     """One token per word, split as CLIP's pre-tokenizer splits (no BPE vocabulary needed)."""
-    from cones2.guidance.prompt_tokens import phrase_words
-
-    return [w + "</w>" for w in phrase_words(text)]
+    pt = _prompt_tokens()
+    return [w + pt.END_OF_WORD for w in pt.phrase_words(text)]
 
 
 def _words(pieces: Sequence[str]) -> list[tuple[str, int, int]]:
     """(word, first token index, last) with indices counted from 1 (0 is the start token)."""
-    words, start, text = [], None, ""
-    for i, piece in enumerate(pieces, start=1):
-        if start is None:
-            start, text = i, ""
-        text += piece.removesuffix("</w>")
-        if piece.endswith("</w>"):
-            words.append((text, start, i))
-            start = None
-    if start is not None:
-        words.append((text, start, len(pieces)))
-    return words
+    words = _prompt_tokens().group_words(range(1, len(pieces) + 1), pieces)
+    return [(w.text, w.rows[0], w.rows[-1]) for w in words]
 
 
 def subject_binding(prompt: str, name: str, index: int, tokenize: Tokenize) -> tuple[str, int]:
