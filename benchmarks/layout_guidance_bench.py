@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the cones2 alias
 sys.path.insert(0, str(ROOT / "tests"))  # the test support's in-process ComfyUI host
 
 from cones2_test_support.host import load_host  # noqa: E402
-from cones2_test_support.pack import import_pack_core  # noqa: E402
+from pack_alias import import_pack_core  # noqa: E402
 
 
 def _glibc():

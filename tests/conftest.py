@@ -1,4 +1,4 @@
-"""Shared test setup: import the pack's core as ``cones2`` (see cones2_test_support/pack.py)."""
+"""Shared test setup: import the pack's core as ``cones2`` (scripts/pack_alias.py)."""
 
 from cones2_test_support.pack import import_pack_core
 
