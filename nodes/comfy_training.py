@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -239,11 +238,6 @@ class ComfyDenoiser:
         out = self.diffusion_model(x_t.to(self.device, dtype), timestep.to(self.device),
                                    context=context.to(self.device, dtype), transformer_options=options)
         return out.float()
-
-
-def slug(text: str, fallback: str = "subject") -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
-    return s[:60] or fallback
 
 
 def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: str, settings: TrainSettings, *,

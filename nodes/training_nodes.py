@@ -11,6 +11,7 @@ import comfy.utils
 import folder_paths
 
 from ..training.errors import TrainingError, TrainingInputError
+from ..training.file_names import slug
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
 from ..training.train_checkpoint import SUFFIX
 from ..training.trainer import (
@@ -23,7 +24,7 @@ from ..training.trainer import (
     TrainSettings,
     residual_training_info,
 )
-from .comfy_training import slug, train_with_comfy, training_mode
+from .comfy_training import train_with_comfy, training_mode
 from .loss_plot import loss_plot_image
 from .model_folders import residual_save_dir
 from .residual_nodes import RESIDUAL

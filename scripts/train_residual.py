@@ -198,11 +198,12 @@ def main(argv=None) -> int:
     import comfy.sd
     import folder_paths
     import torch
-    from cones2.nodes.comfy_training import slug, train_with_comfy, training_mode
+    from cones2.nodes.comfy_training import train_with_comfy, training_mode
     from cones2.nodes.loss_plot import loss_plot_image
     from cones2.nodes.model_folders import residual_save_dir
     from cones2.nodes.training_nodes import new_checkpoint_path
     from cones2.training.errors import TrainingError
+    from cones2.training.file_names import slug
     from cones2.training.residual_file import make_residual
     from cones2.training.trainer import OutOfMemory, TrainSettings, residual_training_info
 
