@@ -4,8 +4,10 @@ import os
 
 import folder_paths
 
+from ..training.residual_file import SUFFIXES
+
 RESIDUALS = "cones2_residuals"
-RESIDUAL_EXTENSIONS = {".safetensors", ".pt"}
+RESIDUAL_EXTENSIONS = set(SUFFIXES)  # what load_residual reads
 
 
 def register_model_folders() -> None:

@@ -2,9 +2,11 @@
 
 A residual is ``[n_tokens, 1024]`` float32 added to SD2's text-encoder output at the
 rows of the subject's class phrase. On disk it is a safetensors file holding one tensor
-named ``residual`` plus string metadata (see ``METADATA_KEYS``). The authors' ``*.pt``
+named ``residual`` plus string metadata (``format``, ``format_version``, ``subject``,
+``token_ids``, ``base_model``, ``training``: see ``residual_metadata``). The authors' ``*.pt``
 files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
-``torch.load(weights_only=True)``, which never unpickles code.
+``torch.load(weights_only=True)``, which never unpickles code. ``SUFFIXES`` are the file
+types a residual may have: the model folder lists them and ``load_residual`` reads them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ FORMAT_VERSION = 1
 EMBED_DIM = 1024
 BASE_MODEL = "sd2"
 MAX_TOKENS = 75  # one CLIP chunk holds at most 75 content tokens
-SUFFIXES = (".safetensors", ".pt")
-METADATA_KEYS = ("format", "format_version", "subject", "token_ids", "base_model", "training")
+SUFFIXES = (".safetensors", ".pt")  # this pack's format, the authors' torch files
 
 
 class ResidualFileError(ValueError):
@@ -165,9 +166,12 @@ def load_residual(path) -> Residual:
         raise ResidualFileError(f"{name}: no such file ({path}).")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
-    if path.suffix in (".pt", ".pth", ".bin"):
+    if path.suffix == ".pt":
         return _load_torch(path)
-    raise ResidualFileError(f"{name}: unknown residual file type; use .safetensors or the authors' .pt.")
+    raise ResidualFileError(
+        f"{name}: not a residual file type ({', '.join(SUFFIXES)}); use .safetensors, or the authors' .pt "
+        "(a torch tensor file with another suffix loads once renamed to .pt)."
+    )
 
 
 def _load_safetensors(path: Path) -> Residual:

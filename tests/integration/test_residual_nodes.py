@@ -72,6 +72,9 @@ def test_pack_loads_with_its_nodes_and_models_folder(host):
     paths, exts = host.folder_paths.folder_names_and_paths[RESIDUALS]
     assert paths[0] == str(host.base_dir / "models" / RESIDUALS)
     assert {".safetensors", ".pt"} <= exts
+    # the folder lists what load_residual reads, from one list
+    assert pack_module(host, "nodes.model_folders").RESIDUAL_EXTENSIONS == set(
+        pack_module(host, "training.residual_file").SUFFIXES)
 
 
 def test_extra_model_paths_yaml_adds_folders_in_either_order(host, residual_dir, tmp_path):

@@ -233,6 +233,15 @@ def test_saving_into_a_folder_that_is_a_file_fails_instead_of_looping(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["residuals"]
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".bin", ".ckpt"])
+def test_only_the_listed_residual_suffixes_load(tmp_path, suffix):
+    # models/cones2_residuals lists SUFFIXES: load_residual reads exactly those
+    assert rf.SUFFIXES == (".safetensors", ".pt")
+    torch.save(torch.randn(1024), tmp_path / f"dog{suffix}")
+    with pytest.raises(rf.ResidualFileError, match=rf"dog\{suffix}: not a residual file type \(.safetensors, .pt\)"):
+        rf.load_residual(tmp_path / f"dog{suffix}")
+
+
 def test_save_wants_safetensors_suffix(tmp_path):
     with pytest.raises(rf.ResidualFileError, match="saved as .safetensors, not .pt"):
         rf.save_residual(residual(), tmp_path / "dog.pt")
