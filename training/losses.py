@@ -62,9 +62,6 @@ def official_preservation_loss(tuned: torch.Tensor, frozen: torch.Tensor, subjec
     ``[1, T, D]``; ``subject_end`` = first row after the subject.
     """
     delta = (tuned - frozen).reshape(-1, tuned.shape[-1])
-    return bos_weight * _norm(delta[:1]) + after_weight * _norm(delta[subject_end:])
-
-
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    # torch.linalg.vector_norm has a zero gradient at 0 (the first step: tuned == frozen)
-    return torch.linalg.vector_norm(x)
+    # vector_norm's gradient at 0 is 0, not NaN (the first step, where tuned == frozen)
+    norm = torch.linalg.vector_norm
+    return bos_weight * norm(delta[:1]) + after_weight * norm(delta[subject_end:])
