@@ -1,4 +1,4 @@
 """Training core of Cones 2: the residual file format, sentence corpus, losses, training loop.
 
-Pure torch/transformers: nothing here imports ComfyUI.
+Pure torch and safetensors: nothing here imports ComfyUI.
 """
