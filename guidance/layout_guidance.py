@@ -23,7 +23,7 @@ from . import conditioning_keys
 from .attention_bias import SuppressionScope, bias_matrix, finite_floor, subject_maps
 from .layout import Layout
 from .prompt_tokens import PhraseNotFoundError, PromptTokens
-from .sigma_schedule import SigmaSchedule, StepRange, logit_std, sigma_factor
+from .strength import SigmaSchedule, StepRange, eta, logit_std
 
 DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
 DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
@@ -101,7 +101,7 @@ class GuidanceRun:
         self._bound: tuple = ()
         self._maps: dict[tuple, torch.Tensor] = {}
         self._biases: dict[tuple, torch.Tensor] = {}
-        self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ part of η)
+        self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ as float32 [B])
 
     # --- inputs from the sampling call ----------------------------------------------------
     def check_latent(self, height: int, width: int, scale: int = 8) -> None:
@@ -168,7 +168,7 @@ class GuidanceRun:
     def _step_state(self, sigma: torch.Tensor) -> tuple:
         flat = sigma.flatten()
         guided = self.steps.guides(float(flat.max()))
-        return sigma, guided, sigma_factor(self.settings.schedule, self.settings.weight, flat) if guided else None
+        return sigma, guided, flat.float() if guided else None
 
     # --- the attention call ---------------------------------------------------------------
     def guided_chunks(self, cond_or_uncond: Sequence[int], uuids: Sequence) -> list[tuple[int, Hashable]]:
@@ -192,7 +192,7 @@ class GuidanceRun:
         if sigmas is None:
             return base
         step = self._step if self._step is not None and self._step[0] is sigmas else self._step_state(sigmas)
-        _, guided_step, factor = step
+        _, guided_step, sigma = step
         if not guided_step:
             return base
         branches = list(extra_options.get("cond_or_uncond") or ())
@@ -205,17 +205,17 @@ class GuidanceRun:
             return base  # not a spatial image grid (e.g. a video/temporal block): leave it alone
         heads = int(extra_options["n_heads"])
         scale = int(extra_options["dim_head"]) ** -0.5
-        factor = factor.to(q.device)
-        factor = (factor if factor.numel() == batch else factor[:1].expand(batch)) * scale
+        sigma = sigma.to(q.device)
+        sigma = sigma if sigma.numel() == batch else sigma[:1].expand(batch)
+        s = self.settings
 
         parts = [slice(j * batch, (j + 1) * batch) for j, _ in chunks]
         masks = []
         for (_, uid), rows in zip(chunks, parts, strict=True):
             binding = self.bindings[uid]
             bias = self._bias(uid, height, width, k.shape[1], q.device)
-            strength = factor
-            if self.settings.schedule.uses_std:
-                strength = strength * logit_std(q[rows], k[rows, :binding.length], heads)
+            std = logit_std(q[rows], k[rows, :binding.length], heads) if s.schedule.uses_std else None
+            strength = eta(s.schedule, s.weight, sigma, std) * scale
             masks.append(bias[None] * strength[:, None, None])
         mask = masks[0] if len(masks) == 1 else torch.cat(masks)
         if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite

@@ -19,7 +19,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 
 from ..guidance.layout import Layout
 from ..guidance.layout_guidance import GuidanceRun, GuidanceSettings, LayoutGuidanceError
-from ..guidance.sigma_schedule import StepRange, check_percents
+from ..guidance.strength import StepRange, check_percents
 
 RUN_KEY = "cones2_layout_guidance"  # transformer_options key holding the current GuidanceRun
 WRAPPER_KEY = "cones2_layout_guidance"

@@ -11,7 +11,7 @@ import nodes as comfy_nodes
 
 from ..guidance.attention_bias import SuppressionScope
 from ..guidance.layout_guidance import DEFAULT_SUPPRESSION, DEFAULT_WEIGHT, GuidanceSettings
-from ..guidance.sigma_schedule import SigmaSchedule
+from ..guidance.strength import SigmaSchedule
 from .guidance_patch import apply_layout_guidance
 from .self_recurrent_sampler import SelfRecurrentSampler
 

@@ -15,7 +15,7 @@ import torch
 from comfy.samplers import KSAMPLER, KSamplerX0Inpaint, Sampler
 
 from ..guidance.self_recurrence import plan_segments, renoise_scale
-from ..guidance.sigma_schedule import StepRange
+from ..guidance.strength import StepRange
 
 
 class SelfRecurrentSampler(Sampler):

@@ -15,7 +15,7 @@ from cones2.guidance.layout_guidance import (
     bind_prompt,
 )
 from cones2.guidance.prompt_tokens import PromptTokens
-from cones2.guidance.sigma_schedule import SigmaSchedule, StepRange
+from cones2.guidance.strength import SigmaSchedule, StepRange
 
 HEADS, D = 2, 8
 C = HEADS * D
@@ -52,13 +52,18 @@ def direct_bias(layout, rows, h, w, length, suppression, scope):
     return m
 
 
-def official(q, k, v, m, sigma, weight):
-    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V."""
+def official(q, k, v, m, sigma, weight, schedule=SigmaSchedule.OFFICIAL):
+    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V.
+
+    The other schedules drop a factor: ``LOG_SIGMA`` the std, ``CONSTANT`` the σ term.
+    """
     qh = q.double().view(-1, HEADS, D).transpose(0, 1)
     kh = k.double().view(-1, HEADS, D).transpose(0, 1)
     vh = v.double().view(-1, HEADS, D).transpose(0, 1)
     s = qh @ kh.transpose(-1, -2)
-    bias = weight * m.double() * math.log(1 + sigma**2) * s.std()
+    sigma_term = 1.0 if schedule is SigmaSchedule.CONSTANT else math.log(1 + sigma**2)
+    std_term = 1.0 if schedule is SigmaSchedule.LOG_SIGMA else s.std()
+    bias = weight * m.double() * sigma_term * std_term
     p = ((s + bias) * D**-0.5).softmax(-1)
     return (p @ vh).transpose(0, 1).reshape(-1, C)
 
@@ -216,6 +221,19 @@ def test_a_previous_attn2_replacement_is_chained():
     assert torch.equal(out[0], attend(q, k, v, None)[0] + extra[0])
     guided_alone = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend)
     torch.testing.assert_close(out[1], guided_alone[1] + extra[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", list(SigmaSchedule))
+def test_every_schedule_gives_the_official_formula_with_its_eta(schedule):
+    run = make_run(schedule=schedule, weight=0.3, suppression=-2.0)  # a soft bias: η visibly changes the output
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(4, seed=13)
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
+    for sigma in (9.0, 0.5):
+        out = run.attention(q, k, v, options([0, 1], [pu, nu], sigma, batch=2), attend)
+        for i in (0, 1):
+            want = official(q[i], k[i], v[i], m, sigma, 0.3, schedule)
+            torch.testing.assert_close(out[i].double(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_the_bias_of_each_layer_shape_is_built_once_per_run():
