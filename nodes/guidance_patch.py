@@ -24,6 +24,19 @@ from ..guidance.strength import StepRange, check_percents
 RUN_KEY = "cones2_layout_guidance"  # transformer_options key holding the current GuidanceRun
 WRAPPER_KEY = "cones2_layout_guidance"
 
+# ComfyUI's attention functions that apply an additive mask. Others drop it (attention_sage:
+# upstream sageattn has no attn_mask and ignores it) or refuse it (attention_flash raises,
+# logs "Flash Attention failed" and falls back to SDPA), as may a function a pack installs.
+MASK_CAPABLE = ("attention_pytorch", "attention_xformers", "attention_sub_quad", "attention_split", "attention_basic")
+
+
+def masked_attention():
+    """The configured masked attention if it applies masks, else ``attention_pytorch`` (SDPA)."""
+    current = attention.optimized_attention_masked
+    if any(current is getattr(attention, name, None) for name in MASK_CAPABLE):
+        return current
+    return attention.attention_pytorch
+
 
 class GuidedAttn2:
     """An attn2 replacement: the batch as before, positive rows re-run with the layout bias."""
@@ -40,8 +53,8 @@ class GuidedAttn2:
             if mask is None:
                 return attention.optimized_attention(q_, k_, v_, heads, attn_precision=precision,
                                                      transformer_options=extra_options)
-            return attention.optimized_attention_masked(q_, k_, v_, heads, mask, attn_precision=precision,
-                                                        transformer_options=extra_options)
+            return masked_attention()(q_, k_, v_, heads, mask, attn_precision=precision,
+                                      transformer_options=extra_options)
 
         run = extra_options.get(RUN_KEY)
         if run is None:  # sampled without the OUTER_SAMPLE hook (or outside sampling): no guidance

@@ -50,12 +50,14 @@ class Probe:
         q, k, _v, heads = args[:4]
         mask = args[4] if len(args) > 4 else kwargs.get("mask")
         to = kwargs.get("transformer_options") or {}
+        out = func(*args, **kwargs)
         if k.shape[1] % 77 == 0 and k.shape[1] != q.shape[1]:
-            self.calls.append({"q": q.clone(), "k": k.clone(), "mask": None if mask is None else mask.clone(),
+            self.calls.append({"q": q.clone(), "k": k.clone(), "v": _v.clone(), "out": out.clone(),
+                               "mask": None if mask is None else mask.clone(), "func": func.__name__,
                                "heads": heads, "branches": list(to.get("cond_or_uncond", [])),
                                "shape": list(to["activations_shape"]), "block": to.get("block"),
                                "sigma": float(to["sigmas"].flatten()[0])})
-        return func(*args, **kwargs)
+        return out
 
 
 def probed(model):
@@ -94,6 +96,27 @@ def mass_inside(probe, layout, subject_rows, guided: bool):
             total[i] += mass.sum()
     assert total.min() > 0, "no cross-attention call was recorded"
     return inside / total
+
+
+def official_attention(call, layout, subject_rows, weight=0.08, suppression=-1e8):
+    """The official formula for a guided call's rows, from its q, k, v alone (float64):
+    ``softmax((S + η·M)·d^-½)·V``, ``η = w·log(1 + σ²)·std(S)``, M with γ− outside each region."""
+    q, k, v, heads = call["q"].double(), call["k"].double(), call["v"].double(), call["heads"]
+    b, n, c = q.shape
+    d = c // heads
+    qh, kh, vh = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    s = qh @ kh.transpose(-1, -2)
+    h, w = call["shape"][-2:]
+    regions = layout.region_masks(h, w).flatten(1)
+    m = torch.zeros(n, 77, dtype=torch.float64)
+    for subject, rows in zip(layout.subjects, subject_rows, strict=True):
+        i = layout.subjects.index(subject)
+        m[:, list(rows)] = torch.where(regions[i], subject.gamma, suppression).double()[:, None]
+    m = m.repeat(1, k.shape[1] // 77)
+    std = s[..., :77].reshape(b, -1).std(dim=1)
+    eta = weight * torch.log1p(torch.tensor(call["sigma"], dtype=torch.float64) ** 2) * std
+    p = ((s + eta[:, None, None, None] * m) * d**-0.5).softmax(-1)
+    return (p @ vh).transpose(1, 2).reshape(b, n, c)
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +240,26 @@ def test_a_plain_unet_call_through_the_guided_model_outside_sampling_is_unchange
         b = guided.model.apply_model(x, t, c_crossattn=ctx, transformer_options=dict(
             guided.model_options["transformer_options"]))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["attention_sage", "attention_flash"])
+def test_a_masked_attention_backend_that_cannot_take_masks_is_not_handed_the_bias(host, parts, backend, monkeypatch,
+                                                                                  caplog):
+    import comfy.ldm.modules.attention as attention
+
+    # --use-sage-attention / --use-flash-attention make these ComfyUI's masked attention: sageattn
+    # ignores attn_mask, attention_flash raises on any mask and falls back to SDPA with a warning
+    monkeypatch.setattr(attention, "optimized_attention_masked", getattr(attention, backend))
+    guided, probe = probed(guide(host, parts["model"], parts["layout"]))
+    with caplog.at_level("WARNING"):
+        ksampler(host, guided, parts)
+    masked = [c for c in probe.calls if c["mask"] is not None]
+    assert masked
+    assert {c["func"] for c in masked} == {"attention_pytorch"}
+    assert not [r for r in caplog.records if "attention" in r.getMessage().lower()]
+    for call in masked:
+        want = official_attention(call, parts["layout"], parts["rows"])
+        torch.testing.assert_close(call["out"].double(), want, rtol=1e-4, atol=1e-5)
 
 
 # --- every core sampler --------------------------------------------------------------------
