@@ -4,12 +4,14 @@ A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it t
 conditioning (``bind``: each positive entry's uuid and recorded token map) and the latent
 size (``check_latent``); every cross-attention call then goes through ``attention``, which
 computes the whole batch exactly as without the pack and recomputes only the positive
-chunks with the bias as an additive mask on the scaled logits:
+chunks with the official formula
 
-    mask = η · M · d^-0.5,   η = w · log(1 + σ²) · std(Q·Kᵀ)   (official schedule)
+    softmax((S + η·M) · d^-0.5) · V,   S = Q·Kᵀ,   η = w · log(1 + σ²) · std(S)   (official schedule)
 
-so ``softmax(Q·Kᵀ·d^-0.5 + mask) = softmax((S + η·M) · d^-0.5)``, the official formula.
-Nothing here imports ComfyUI: the attention function is passed in.
+either explicitly in float32 (``S`` is needed for the std anyway; the default off the CPU)
+or through the host's masked attention with the additive mask ``η·M·d^-0.5`` and the std
+computed without ``S`` (the default on the CPU). Nothing here imports ComfyUI: the
+attention function is passed in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .strength import SigmaSchedule, StepRange, eta, logit_std
 DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
 DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
 ASPECT_TOLERANCE = 0.01  # relative difference of canvas and latent aspect ratios accepted
+ATTENTION_PATHS = ("auto", "explicit", "masked")
 
 # attend(q, k, v, mask) -> out: the host's attention on projected q/k/v, mask an additive
 # bias on the scaled logits or None.
@@ -90,9 +93,16 @@ def bind_prompt(layout: Layout, tokens: PromptTokens, length: int | None = None)
 class GuidanceRun:
     """The state of layout guidance for one sampling call (freed with it)."""
 
-    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str):
+    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str, path: str = "auto"):
+        """``path``: how guided rows are computed. "explicit": ``softmax((S + η·M)·d^-0.5)·V`` in
+        float32 from ``S`` materialised once (it also gives the std); "masked": the std without
+        ``S`` (Gram form) and the host's masked attention with ``η·M·d^-0.5`` as the mask;
+        "auto": masked on the CPU (measured faster there), explicit elsewhere."""
         if not layout.subjects:
             raise LayoutGuidanceError(f"{node}: the layout is empty; add at least one subject's box or mask")
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"unknown attention path {path!r}; one of {ATTENTION_PATHS}")
+        self.path = path
         self.layout = layout
         self.settings = settings
         self.steps = steps
@@ -207,32 +217,73 @@ class GuidanceRun:
         scale = int(extra_options["dim_head"]) ** -0.5
         sigma = sigma.to(q.device)
         sigma = sigma if sigma.numel() == batch else sigma[:1].expand(batch)
-        s = self.settings
 
         parts = [slice(j * batch, (j + 1) * batch) for j, _ in chunks]
-        masks = []
-        for (_, uid), rows in zip(chunks, parts, strict=True):
-            binding = self.bindings[uid]
-            bias = self._bias(uid, height, width, k.shape[1], q.device)
-            std = logit_std(q[rows], k[rows, :binding.length], heads) if s.schedule.uses_std else None
-            strength = eta(s.schedule, s.weight, sigma, std) * scale
-            masks.append(bias[None] * strength[:, None, None])
-        mask = masks[0] if len(masks) == 1 else torch.cat(masks)
-        if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite
-            mask = mask.clamp_(min=finite_floor(q.dtype))
-        mask = mask.to(q.dtype)
 
         def take(t):
             return t[parts[0]] if len(parts) == 1 else torch.cat([t[p] for p in parts])
 
         qg, kg, vg = take(q), take(k), take(v)
-        guided = attend(qg, kg, vg, mask)
+        uids = [uid for _, uid in chunks]
+        if self.explicit(q.device):
+            guided, plain = self._explicit(qg, kg, vg, uids, heads, scale, sigma, height, width,
+                                           with_plain=previous is not None)
+        else:
+            mask = self._mask(qg, kg, uids, heads, scale, sigma, height, width)
+            guided = attend(qg, kg, vg, mask)
+            plain = attend(qg, kg, vg, None) if previous is not None else None
         if previous is not None:
-            guided = take(base) + (guided - attend(qg, kg, vg, None))
+            guided = take(base) + (guided - plain)
             base = base.clone()
         for i, p in enumerate(parts):
             base[p] = guided[i * batch:(i + 1) * batch]
         return base
+
+    def explicit(self, device) -> bool:
+        """Whether guided rows are computed explicitly (``path``; "auto": everywhere but the CPU)."""
+        return self.path == "explicit" or (self.path == "auto" and torch.device(device).type != "cpu")
+
+    def _explicit(self, q, k, v, uids, heads: int, scale: float, sigma, height: int, width: int,
+                  with_plain: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``softmax((S + η·M)·d^-0.5)·V`` for guided chunks, in float32, from ``S`` materialised once.
+
+        ``S`` gives the std too, so no mask tensor is built and no attention kernel is asked to
+        apply one. Returns the guided rows and, if ``with_plain``, the same rows without bias.
+        """
+        b, n, c = q.shape
+        d = c // heads
+        qh, kh, vh = (t.float().view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+        logits = qh @ kh.transpose(-1, -2)  # [b, heads, N, T]
+        plain = None
+        if with_plain:
+            plain = ((logits * scale).softmax(-1) @ vh).transpose(1, 2).reshape(b, n, c).to(q.dtype)
+        batch = b // len(uids)
+        s = self.settings
+        for i, uid in enumerate(uids):
+            rows = logits[i * batch:(i + 1) * batch]
+            length = self.bindings[uid].length
+            std = rows[..., :length].reshape(batch, -1).std(dim=1) if s.schedule.uses_std else None
+            bias = self._bias(uid, height, width, k.shape[1], q.device)
+            rows.addcmul_(eta(s.schedule, s.weight, sigma, std).view(batch, 1, 1, 1), bias)
+        probs = logits.mul_(scale).softmax(-1)
+        return (probs @ vh).transpose(1, 2).reshape(b, n, c).to(q.dtype), plain
+
+    def _mask(self, q, k, uids, heads: int, scale: float, sigma, height: int, width: int) -> torch.Tensor:
+        """The additive mask ``η·M·d^-0.5`` ``[b, N, T]`` for the host's masked attention, in q's dtype."""
+        batch = q.shape[0] // len(uids)
+        s = self.settings
+        masks = []
+        for i, uid in enumerate(uids):
+            rows = slice(i * batch, (i + 1) * batch)
+            length = self.bindings[uid].length
+            std = logit_std(q[rows], k[rows, :length], heads) if s.schedule.uses_std else None
+            strength = eta(s.schedule, s.weight, sigma, std) * scale
+            bias = self._bias(uid, height, width, k.shape[1], q.device)
+            masks.append(bias[None] * strength[:, None, None])
+        mask = masks[0] if len(masks) == 1 else torch.cat(masks)
+        if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite
+            mask = mask.clamp_(min=finite_floor(q.dtype))
+        return mask.to(q.dtype)
 
     def _bias(self, uid, height: int, width: int, total_length: int, device) -> torch.Tensor:
         """``M`` for one positive entry at one layer shape, ``[h*w, T]`` float32, built once per run."""

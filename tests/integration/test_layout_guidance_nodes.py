@@ -262,6 +262,29 @@ def test_a_masked_attention_backend_that_cannot_take_masks_is_not_handed_the_bia
         torch.testing.assert_close(call["out"].double(), want, rtol=1e-4, atol=1e-5)
 
 
+def test_the_explicit_path_gives_the_official_formula_in_the_real_unet(host, parts, monkeypatch):
+    lg = pack_module(host, "guidance.layout_guidance")
+    monkeypatch.setattr(lg.GuidanceRun, "explicit", lambda self, device: True)  # the default off the CPU
+    guided, probe = probed(guide(host, parts["model"], parts["layout"]))
+    outputs = []  # what each cross-attention layer's output projection receives
+    attn2 = [b.attn2 for b in guided.model.diffusion_model.modules() if hasattr(b, "attn2") and hasattr(b, "attn1")]
+    hooks = [a.to_out.register_forward_pre_hook(lambda _m, args: outputs.append(args[0].clone())) for a in attn2]
+    try:
+        ksampler(host, guided, parts)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert probe.calls and all(c["mask"] is None for c in probe.calls)  # no masked kernel was asked
+    assert len(outputs) == len(probe.calls)  # one plain whole-batch call per cross-attention layer
+    for call, out in zip(probe.calls, outputs, strict=True):
+        j = call["branches"].index(0)
+        pos = {key: call[key][j:j + 1] for key in ("q", "k", "v")}
+        want = official_attention({**call, **pos}, parts["layout"], parts["rows"])
+        torch.testing.assert_close(out[j:j + 1].double(), want, rtol=1e-4, atol=1e-5)
+        neg = 1 - j
+        torch.testing.assert_close(out[neg], call["out"][neg], rtol=0, atol=0)
+
+
 # --- every core sampler --------------------------------------------------------------------
 
 def run_sampler(host, kind, model, p, seed=3):

@@ -75,8 +75,11 @@ LAYOUT = Layout(48, 32, (LayoutSubject("dog", 1, box=Box(0, 0, 24, 32)),
 ALL_STEPS = StepRange()
 
 
-def make_run(layout=LAYOUT, steps=ALL_STEPS, **kw):
-    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE)
+PATHS = ["explicit", "masked"]  # forced, whatever the device
+
+
+def make_run(layout=LAYOUT, steps=ALL_STEPS, path="auto", **kw):
+    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE, path=path)
 
 
 def options(branches, uids, sigma, h=4, w=6, batch=1):
@@ -102,8 +105,9 @@ PROMPT = tokens(["a", "dog", "and", "a", "cat"])  # dog at row 2, cat at row 5
 
 @pytest.mark.parametrize("scope", list(SuppressionScope))
 @pytest.mark.parametrize("sigma", [14.6, 1.0, 0.03])
-def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouched(scope, sigma):
-    run = make_run(scope=scope, suppression=-1e8, weight=0.08)
+@pytest.mark.parametrize("path", PATHS)
+def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouched(scope, sigma, path):
+    run = make_run(path=path, scope=scope, suppression=-1e8, weight=0.08)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(4)  # batch 2 per chunk, negative chunk first
     out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2), attend)
@@ -116,7 +120,7 @@ def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouch
 
 
 def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_region():
-    run = make_run()
+    run = make_run(path="masked")
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2)
     captured = {}
@@ -134,8 +138,9 @@ def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_regio
     assert probs[0, :, ~dog, 2].max() == 0 and probs[0, :, dog, 2].min() > 0
 
 
-def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result(path):
+    run = make_run(path=path)
     pu, nu = bound(run, PROMPT, pos_len=77, neg_len=154)
     q, k77, v77 = qkv(1, t=77, seed=3)
     kn, vn = torch.randn(1, 154, C), torch.randn(1, 154, C)
@@ -148,8 +153,9 @@ def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result():
     assert torch.equal(out[1], attend(q2, k, v, None)[1])
 
 
-def test_several_positive_entries_are_each_guided_with_their_own_token_map():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_several_positive_entries_are_each_guided_with_their_own_token_map(path):
+    run = make_run(path=path)
     p1, p2, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     other = tokens(["cat", "near", "a", "dog"], start=1)  # cat at 1, dog at 4
     run.bind([[{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT},
@@ -164,8 +170,9 @@ def test_several_positive_entries_are_each_guided_with_their_own_token_map():
     assert torch.equal(out[1], attend(q, k, v, None)[1])
 
 
-def test_cfg_one_batches_hold_only_the_positive_chunk():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_cfg_one_batches_hold_only_the_positive_chunk(path):
+    run = make_run(path=path)
     pu, _ = bound(run, PROMPT)
     q, k, v = qkv(1, seed=6)
     out = run.attention(q, k, v, options([0], [pu], 3.0), attend)
@@ -174,7 +181,7 @@ def test_cfg_one_batches_hold_only_the_positive_chunk():
 
 
 def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
-    run = make_run(steps=StepRange(sigma_start=10.0, sigma_end=1.0))
+    run = make_run(path="masked", steps=StepRange(sigma_start=10.0, sigma_end=1.0))
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=7)
     calls = []
@@ -207,8 +214,9 @@ def test_the_step_decision_made_before_the_model_call_is_reused_by_every_layer()
     assert torch.equal(run.attention(q, k, v, eo, attend), guided)
 
 
-def test_a_previous_attn2_replacement_is_chained():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_a_previous_attn2_replacement_is_chained(path):
+    run = make_run(path=path)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=8)
     extra = torch.randn(2, 24, C)
@@ -224,8 +232,9 @@ def test_a_previous_attn2_replacement_is_chained():
 
 
 @pytest.mark.parametrize("schedule", list(SigmaSchedule))
-def test_every_schedule_gives_the_official_formula_with_its_eta(schedule):
-    run = make_run(schedule=schedule, weight=0.3, suppression=-2.0)  # a soft bias: η visibly changes the output
+@pytest.mark.parametrize("path", PATHS)
+def test_every_schedule_gives_the_official_formula_with_its_eta(schedule, path):
+    run = make_run(path=path, schedule=schedule, weight=0.3, suppression=-2.0)  # a soft bias: η visibly changes the output
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(4, seed=13)
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
@@ -251,7 +260,7 @@ def test_the_bias_of_each_layer_shape_is_built_once_per_run():
 
 
 def test_half_precision_masks_stay_finite():
-    run = make_run()
+    run = make_run(path="masked")
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=9, dtype=torch.float16)
     seen = []
@@ -266,8 +275,35 @@ def test_half_precision_masks_stay_finite():
     assert seen[0].min() < -1000 and torch.isfinite(out).all()
 
 
+def test_the_explicit_path_hands_no_mask_to_the_host_attention_and_auto_picks_by_device():
+    run = make_run(path="explicit")
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=14)
+    masks = []
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], 6.0), lambda *a: masks.append(a[3]) or attend(*a))
+    assert masks == [None]  # only the whole-batch plain call
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[1].double(), official(q[1], k[1], v[1], m, 6.0, 0.08), rtol=1e-4, atol=1e-5)
+    auto = make_run()
+    assert not auto.explicit(torch.device("cpu")) and auto.explicit(torch.device("cuda"))
+    assert make_run(path="explicit").explicit("cpu") and not make_run(path="masked").explicit("cuda")
+    with pytest.raises(ValueError, match="unknown attention path"):
+        make_run(path="fast")
+
+
+def test_the_explicit_path_in_half_precision_computes_in_float32():
+    run = make_run(path="explicit")
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=9, dtype=torch.float16)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), attend)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    want = official(q[0].float(), k[0].float(), v[0].float(), m, 14.6, 0.08)
+    torch.testing.assert_close(out[0].double(), want, rtol=2e-3, atol=2e-3)
+
+
 def test_the_schedule_without_std_and_zero_weight():
-    run = make_run(schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
+    run = make_run(path="masked", schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=10)
     captured = []
@@ -281,8 +317,9 @@ def test_the_schedule_without_std_and_zero_weight():
     torch.testing.assert_close(out, attend(q, k, v, None))
 
 
-def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone(path):
+    run = make_run(path=path)
     pu, plain_u, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}], [{"uuid": nu}]])
     q, k, v = qkv(3, seed=11)
