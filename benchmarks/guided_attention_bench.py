@@ -73,7 +73,8 @@ def main():
 
     def make(path):
         run = lg.GuidanceRun(layout, lg.GuidanceSettings(), strength.StepRange(), "bench", path=path)
-        bind(run, positive, [{"uuid": nu}])
+        run.bind(positive)  # what the sampler hooks do when sampling
+        run.begin_call([positive, [{"uuid": nu}]], torch.tensor([7.0]), positive)
         return run
 
     runs = {path: make(path) for path in ("masked", "explicit")}
@@ -135,11 +136,6 @@ def main():
     print(f"all cross-attention layers: plain {totals['plain'] * 1e3:.1f} ms  masked/plain "
           f"{totals['masked'] / totals['plain']:.2f}  explicit/plain {totals['explicit'] / totals['plain']:.2f}  "
           f"explicit/masked {totals['explicit'] / totals['masked']:.2f}")
-
-
-def bind(run, positive, negative):
-    """Bind a run to one positive and one negative entry (the sampler hooks do this when sampling)."""
-    run.bind([positive, negative])
 
 
 if __name__ == "__main__":

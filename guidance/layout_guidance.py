@@ -1,8 +1,11 @@
 """Layout guidance during one sampling run: which rows to guide, the cached biases, the guided attention.
 
-A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the
-conditioning (``bind``: each positive entry's uuid and recorded token map) and the latent
-size (``check_latent``); every cross-attention call then goes through ``attention``, which
+A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the latent
+size (``check_latent``), the guider's positive conditioning once (``bind``: each positive
+entry's uuid and recorded token map) and, before each model evaluation, the batch's
+conditioning and σ (``begin_call``: which (branch, uuid) chunks are positive entries,
+whatever branch index the guider gives the positive: DualCFGGuider puts it last); every
+cross-attention call then goes through ``attention``, which
 computes the whole batch exactly as without the pack and recomputes only the positive
 chunks with the official formula
 
@@ -108,7 +111,9 @@ class GuidanceRun:
         self.steps = steps
         self.node = node
         self.bindings: dict[Hashable, PromptBinding] = {}
-        self._bound: tuple = ()
+        self._guided: frozenset = frozenset()  # (branch, uuid) of this model call's guided chunks
+        # where the host's current positive entries come from (set by the sampler hook), for begin_call
+        self.positive_source: Callable[[], Sequence[dict]] | None = None
         self._maps: dict[tuple, torch.Tensor] = {}
         self._biases: dict[tuple, torch.Tensor] = {}
         self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ as float32 [B])
@@ -126,16 +131,13 @@ class GuidanceRun:
                 "the same aspect: regions scale with the canvas)."
             )
 
-    def bind(self, conds: Sequence) -> None:
-        """Map each positive entry's uuid to its subjects' token rows (``conds[0]`` = positive).
+    def bind(self, positive: Sequence[dict]) -> None:
+        """Map each positive entry's uuid to its subjects' token rows.
 
-        ``conds`` is what ComfyUI's ``calc_cond_batch`` receives: one list of conditioning
-        dicts per branch, index = the ``cond_or_uncond`` value of their batch chunks.
+        ``positive``: the guider's positive conditioning entries (ComfyUI's converted
+        conditioning dicts: ``uuid``, ``cross_attn``, the token map Cones2ApplyResidual records).
         """
-        positive = list(conds[0] or ()) if conds else []
-        key = tuple(c.get("uuid") for c in positive)
-        if key == self._bound:
-            return
+        positive = list(positive or ())
         tokened = [c for c in positive if c.get(conditioning_keys.PROMPT_TOKENS) is not None]
         if positive and not tokened:
             raise LayoutGuidanceError(
@@ -164,8 +166,29 @@ class GuidanceRun:
                     f"{self.node}: layout subject {s.label!r}: {reason}"
                 )
         self.bindings = bindings
-        self._bound = key
+        self._guided = frozenset()
         self._biases.clear()
+
+    def begin_call(self, conds: Sequence, sigma: torch.Tensor, positive: Sequence[dict] | None = None) -> None:
+        """Before a model evaluation: which of its chunks are guided, and whether σ is.
+
+        ``conds``: what ComfyUI's ``calc_cond_batch`` receives, one list of entries per branch
+        (the ``cond_or_uncond`` value of their chunks); the guider decides the order (CFGGuider
+        ``[positive, negative]``, DualCFGGuider ``[negative, middle, positive]``). ``positive``:
+        the guider's positive entries as sampling holds them; an entry is guided only if it is
+        one of them (by identity), so a copy made for another branch (ComfyUI copies an area
+        entry into the opposite list, uuid included) is not. None: match by uuid alone.
+        """
+        ids = None if positive is None else {id(c) for c in positive}
+        pairs = set()
+        for branch, entries in enumerate(conds):
+            for c in entries or ():
+                uid = c.get("uuid")
+                binding = self.bindings.get(uid)
+                if binding is not None and binding.guided and (ids is None or id(c) in ids):
+                    pairs.add((branch, uid))
+        self._guided = frozenset(pairs)
+        self.begin_step(sigma)
 
     def begin_step(self, sigma: torch.Tensor) -> None:
         """Before a model evaluation at ``sigma`` (``[B]``): decide once whether it is guided.
@@ -182,13 +205,9 @@ class GuidanceRun:
 
     # --- the attention call ---------------------------------------------------------------
     def guided_chunks(self, cond_or_uncond: Sequence[int], uuids: Sequence) -> list[tuple[int, Hashable]]:
-        """(chunk index, uuid) of every positive chunk that has subjects to guide."""
-        out = []
-        for j, (branch, uid) in enumerate(zip(cond_or_uncond, uuids, strict=False)):
-            b = self.bindings.get(uid)
-            if branch == 0 and b is not None and b.guided:
-                out.append((j, uid))
-        return out
+        """(chunk index, uuid) of every chunk of a positive entry that has subjects to guide."""
+        return [(j, uid) for j, (branch, uid) in enumerate(zip(cond_or_uncond, uuids, strict=False))
+                if (branch, uid) in self._guided]
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
                   attend: Attend, previous: Callable | None = None) -> torch.Tensor:

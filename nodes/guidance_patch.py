@@ -4,11 +4,12 @@
   is never touched). An attn2 replacement already on the model (another pack's) is kept as
   ``previous`` and called first: chained, not dropped.
 - An OUTER_SAMPLE wrapper creates a ``GuidanceRun`` for each sampling call (checking the
-  latent's aspect) and hands it to the attention calls through ``transformer_options``; it
-  is dropped when sampling ends, with its cached biases.
-- A CALC_COND_BATCH wrapper sees the conditioning entries with their uuids and the token
-  maps Cones2ApplyResidual recorded, and binds them to the run; it also reads σ once per
-  model call (whether the step is guided), so attention layers never sync with the device.
+  latent's aspect), binds the guider's positive entries (their uuids and the token maps
+  Cones2ApplyResidual recorded) and hands the run to the attention calls through
+  ``transformer_options``; it is dropped when sampling ends, with its cached biases.
+- A CALC_COND_BATCH wrapper tells the run, before each model evaluation, which (branch,
+  uuid) chunks are the guider's positive entries (the branch index is the guider's choice)
+  and reads σ once (whether the step is guided), so attention layers never sync.
 """
 
 from __future__ import annotations
@@ -112,9 +113,12 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
                 m.set_model_attn2_replace(GuidedAttn2(_own_previous(previous)), name, number, index)
 
     def outer_sample(executor, noise, *args, **kwargs):
+        guider = executor.class_obj
         run = GuidanceRun(layout, settings, steps, node)
         run.check_latent(int(noise.shape[-2]), int(noise.shape[-1]))
-        options = executor.class_obj.model_options.setdefault("transformer_options", {})
+        run.bind(_positive_entries(guider, node))
+        run.positive_source = lambda: guider.conds.get("positive")  # the entries as sampling processed them
+        options = guider.model_options.setdefault("transformer_options", {})
         options[RUN_KEY] = run
         try:
             return executor(noise, *args, **kwargs)
@@ -125,15 +129,26 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
     m.remove_wrappers_with_key(W.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(W.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
     m.remove_wrappers_with_key(W.CALC_COND_BATCH, WRAPPER_KEY)
-    m.add_wrapper_with_key(W.CALC_COND_BATCH, WRAPPER_KEY, _bind_conds)
+    m.add_wrapper_with_key(W.CALC_COND_BATCH, WRAPPER_KEY, _begin_call)
     return m, steps
 
 
-def _bind_conds(executor, model, conds, x_in, timestep, model_options):
+def _positive_entries(guider, node: str) -> list:
+    """The guider's positive conditioning (CFGGuider and its subclasses keep it as conds["positive"])."""
+    conds = getattr(guider, "conds", None)
+    if not isinstance(conds, dict) or "positive" not in conds:
+        raise LayoutGuidanceError(
+            f"{node}: the guider {type(guider).__name__} has no 'positive' conditioning, so there is no "
+            "prompt to guide; use a core guider (CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider) "
+            "or KSampler"
+        )
+    return list(conds["positive"] or ())
+
+
+def _begin_call(executor, model, conds, x_in, timestep, model_options):
     run = model_options.get("transformer_options", {}).get(RUN_KEY)
     if run is not None:
-        run.bind(conds)
-        run.begin_step(timestep)
+        run.begin_call(conds, timestep, run.positive_source() if run.positive_source else None)
     return executor(model, conds, x_in, timestep, model_options)
 
 

@@ -125,11 +125,12 @@ def parts(host, sd2):
     load_core_extras(host)
     (pos,) = host.run("Cones2ApplyResidual", clip=clip, text=TEXT)
     (neg,) = host.run("CLIPTextEncode", clip=clip, text="")
+    (middle,) = host.run("Cones2ApplyResidual", clip=clip, text="a cat and a dog")  # DualCFGGuider's cond2
     (latent,) = host.run("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
     keys = pack_module(host, "guidance.conditioning_keys")
     tokens = pos[0][1][keys.PROMPT_TOKENS]
     rows = [tokens.occurrence("dog"), tokens.occurrence("cat")]
-    return {"model": model, "clip": clip, "pos": pos, "neg": neg, "latent": latent, "rows": rows,
+    return {"model": model, "clip": clip, "pos": pos, "neg": neg, "middle": middle, "latent": latent, "rows": rows,
             "layout": two_subject_layout(host)}
 
 
@@ -304,18 +305,47 @@ def run_sampler(host, kind, model, p, seed=3):
                           latent_image=p["latent"])
         return out["samples"]
     (noise,) = host.run("RandomNoise", noise_seed=seed)
-    (guider,) = host.run("CFGGuider", model=model, positive=p["pos"], negative=p["neg"], cfg=7.0)
+    if kind == "DualCFGGuider":  # evaluates [negative, middle, positive]: the positive is the last branch
+        (guider,) = host.run("DualCFGGuider", model=model, cond1=p["pos"], cond2=p["middle"], negative=p["neg"],
+                             cfg_conds=7.0, cfg_cond2_negative=3.0, style="regular")
+    elif kind == "PerpNegGuider":  # [positive, negative, empty]
+        guider = host.node("PerpNegGuider").execute(model=model, positive=p["pos"], negative=p["neg"],
+                                                    empty_conditioning=p["neg"], cfg=7.0, neg_scale=1.0)[0]
+    else:
+        (guider,) = host.run("CFGGuider", model=model, positive=p["pos"], negative=p["neg"], cfg=7.0)
     out, _ = host.run("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
                       latent_image=p["latent"])
     return out["samples"]
 
 
-@pytest.mark.parametrize("kind", ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"])
-def test_guidance_works_through_every_core_sampler(host, parts, kind):
+def guided_branches(probe):
+    """The branch (cond_or_uncond value) of every chunk the guided calls recomputed (matched by q and k:
+    the keys tell prompts apart, the queries images)."""
+    out = set()
+    for plain, guided in zip(probe.calls, probe.calls[1:], strict=False):
+        if plain["mask"] is None and guided["mask"] is not None:
+            batch = plain["q"].shape[0] // len(plain["branches"])
+            for j, branch in enumerate(plain["branches"]):
+                rows = slice(j * batch, (j + 1) * batch)
+                for i in range(0, guided["q"].shape[0], batch):
+                    if (torch.equal(plain["q"][rows], guided["q"][i:i + batch])
+                            and torch.equal(plain["k"][rows], guided["k"][i:i + batch])):
+                        out.add(branch)
+    return out
+
+
+SAMPLERS = ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "DualCFGGuider",
+            "PerpNegGuider"]
+POSITIVE_BRANCH = {"DualCFGGuider": 2}  # every other guider evaluates the positive as branch 0
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_guidance_works_through_every_core_sampler_and_guider(host, parts, kind):
     guided, probe = probed(guide(host, parts["model"], parts["layout"]))
     out = run_sampler(host, kind, guided, parts)
     got = mass_inside(probe, parts["layout"], parts["rows"], guided=True)
     assert torch.all(got > 0.999)
+    assert guided_branches(probe) == {POSITIVE_BRANCH.get(kind, 0)}  # only the positive prompt is guided
     assert torch.isfinite(out).all()
     assert not torch.equal(out, run_sampler(host, kind, parts["model"], parts))
     # the run's state was dropped with the sampling call

@@ -93,10 +93,16 @@ def qkv(bt, n=24, t=77, seed=0, dtype=torch.float32):
             torch.randn(bt, t, C, generator=g).to(dtype))
 
 
+def bind_call(run, conds, positive):
+    """What the sampler hooks do: bind the guider's positive entries, then announce a model call."""
+    run.bind(positive)
+    run.begin_call(conds, torch.tensor([1.0]), positive)
+
+
 def bound(run, pos_tokens, pos_len=77, neg_len=77):
     pu, nu = uuid.uuid4(), uuid.uuid4()
-    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}],
-              [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]])
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}]
+    bind_call(run, [pos, [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]], pos)
     return pu, nu
 
 
@@ -158,8 +164,8 @@ def test_several_positive_entries_are_each_guided_with_their_own_token_map(path)
     run = make_run(path=path)
     p1, p2, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     other = tokens(["cat", "near", "a", "dog"], start=1)  # cat at 1, dog at 4
-    run.bind([[{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT},
-               {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}], [{"uuid": nu}]])
+    pos = [{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}]
+    bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=5)
     out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0), attend)
     scope = SuppressionScope.OUTSIDE_OWN_REGION
@@ -321,11 +327,41 @@ def test_the_schedule_without_std_and_zero_weight():
 def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone(path):
     run = make_run(path=path)
     pu, plain_u, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}], [{"uuid": nu}]])
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}]
+    bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=11)
     out = run.attention(q, k, v, options([0, 0, 1], [plain_u, pu, nu], 2.0), attend)
     plain = attend(q, k, v, None)
     assert torch.equal(out[0], plain[0]) and torch.equal(out[2], plain[2]) and not torch.equal(out[1], plain[1])
+
+
+def test_the_positive_is_found_by_entry_whatever_its_branch_index():
+    # DualCFGGuider evaluates [negative, middle, positive]: the positive is branch 2, and the
+    # middle prompt (made by Cones2ApplyResidual too, but not the guider's positive) is not guided
+    run = make_run()
+    pu, mu, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
+    middle = [{"uuid": mu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
+    bind_call(run, [[{"uuid": nu}], middle, pos], pos)
+    q, k, v = qkv(3, seed=15)
+    out = run.attention(q, k, v, options([0, 1, 2], [nu, mu, pu], 2.0), attend)
+    plain = attend(q, k, v, None)
+    assert torch.equal(out[:2], plain[:2])
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[2].double(), official(q[2], k[2], v[2], m, 2.0, 0.08), rtol=1e-4, atol=1e-5)
+
+
+def test_a_copy_of_a_positive_entry_in_another_branch_is_not_guided():
+    # ComfyUI copies an area-conditioned positive entry into the negative list (same uuid,
+    # the negative's embedding): only the guider's own positive entry is guided
+    run = make_run()
+    pu, nu = uuid.uuid4(), uuid.uuid4()
+    entry = {"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT, "area": (4, 6, 0, 0)}
+    pos = [entry]
+    bind_call(run, [pos, [{"uuid": nu}, dict(entry)]], pos)
+    assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu)]
+    run.begin_call([pos, [{"uuid": nu}, dict(entry)]], torch.tensor([1.0]))  # no positive list: by uuid
+    assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu), (2, pu)]
 
 
 def test_a_grid_that_does_not_match_the_activations_is_left_alone():
@@ -346,7 +382,7 @@ def test_an_empty_layout_is_refused():
 def test_a_positive_prompt_without_a_token_map_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([[{"uuid": uuid.uuid4()}], [{"uuid": uuid.uuid4()}]])
+        run.bind([{"uuid": uuid.uuid4()}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance:") and "not encoded by Cones2ApplyResidual" in msg
     assert "Cones2 Apply Residual" in msg
@@ -355,7 +391,7 @@ def test_a_positive_prompt_without_a_token_map_is_refused():
 def test_a_layout_phrase_missing_from_the_prompt_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}], []])
+        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance: layout subject 'cat':")
     assert "the phrase 'cat' is not in the prompt" in msg and "dog" in msg
@@ -365,7 +401,7 @@ def test_a_missing_occurrence_is_refused():
     layout = Layout(64, 64, (LayoutSubject("dog", 2, box=Box(0, 0, 8, 8)),))
     run = make_run(layout=layout)
     with pytest.raises(LayoutGuidanceError, match="occurs 1 time"):
-        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}], []])
+        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}])
 
 
 def test_subjects_sharing_a_token_are_refused():
