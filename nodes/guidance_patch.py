@@ -85,7 +85,10 @@ def _own_previous(patch):
 
 def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, start_percent: float,
                           end_percent: float, node: str):
-    """A clone of ``model`` (a ModelPatcher) that applies layout guidance when sampled."""
+    """A clone of ``model`` (a ModelPatcher) that applies layout guidance when sampled.
+
+    Weight 0 is "off": ``model`` itself comes back, unpatched, so sampling costs nothing extra.
+    """
     if not isinstance(layout, Layout):
         raise ValueError(f"{node}: the layout input is not a CONES2_LAYOUT; connect a Cones2 layout node")
     if not layout.subjects:
@@ -100,9 +103,9 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
             f"{node}: this model has no SD-style UNet cross-attention; layout guidance needs an SD2.x "
             "checkpoint (loaded with CheckpointLoaderSimple)"
         )
+    if settings.weight == 0:
+        return model
     m = model.clone()
-    sampling = m.get_model_object("model_sampling")
-    steps = StepRange(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
 
     existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for name, number, depth in blocks:
@@ -114,7 +117,8 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
 
     def outer_sample(executor, noise, *args, **kwargs):
         guider = executor.class_obj
-        run = GuidanceRun(layout, settings, steps, node)
+        # σ bounds from the model as sampled (a later ModelSampling node may have changed its σ range)
+        run = GuidanceRun(layout, settings, step_range(guider.model_patcher, start_percent, end_percent), node)
         run.check_latent(int(noise.shape[-2]), int(noise.shape[-1]))
         run.bind(_positive_entries(guider, node))
         run.positive_source = lambda: guider.conds.get("positive")  # the entries as sampling processed them
@@ -130,7 +134,13 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
     m.add_wrapper_with_key(W.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
     m.remove_wrappers_with_key(W.CALC_COND_BATCH, WRAPPER_KEY)
     m.add_wrapper_with_key(W.CALC_COND_BATCH, WRAPPER_KEY, _begin_call)
-    return m, steps
+    return m
+
+
+def step_range(model_patcher, start_percent: float, end_percent: float) -> StepRange:
+    """The guided σ range of ``model_patcher``'s sampling, as core ControlNet reads percents."""
+    sampling = model_patcher.get_model_object("model_sampling")
+    return StepRange(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
 
 
 def _positive_entries(guider, node: str) -> list:
@@ -152,4 +162,4 @@ def _begin_call(executor, model, conds, x_in, timestep, model_options):
     return executor(model, conds, x_in, timestep, model_options)
 
 
-__all__ = ["GuidedAttn2", "LayoutGuidanceError", "apply_layout_guidance", "cross_attention_blocks"]
+__all__ = ["GuidedAttn2", "LayoutGuidanceError", "apply_layout_guidance", "cross_attention_blocks", "step_range"]

@@ -398,6 +398,62 @@ def test_self_recurrence_repeats_each_guided_step(host, parts, sampler_name):
     assert len(calls) == 3 + guided_steps and 0 < guided_steps < 3
 
 
+def test_self_recurrence_follows_the_official_recurrence_exactly(host, parts):
+    # euler, 2 steps, both guided: step σ0→σ1, re-noise by sqrt(σ0²−σ1²)·ε, step again; same at σ1→0
+    m = parts["model"].clone()
+    calls = []
+
+    def wrapper(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        calls.append((args["input"].clone(), float(args["timestep"][0]), out.clone(), list(args["cond_or_uncond"])))
+        return out
+
+    m.set_model_unet_function_wrapper(wrapper)
+    seed, cfg = 5, 7.0
+    final = recurrent_run(host, parts, m, "euler", True, steps=2, seed=seed)
+    assert len(calls) == 4
+
+    def denoised(call):  # CFG as core combines it
+        _, _, out, branches = call
+        cond, uncond = out[branches.index(0)], out[branches.index(1)]
+        return (uncond + (cond - uncond) * cfg)[None]
+
+    renoise = torch.Generator().manual_seed(seed + 1)
+    x = calls[0][0][:1]
+    for i, (s_from, s_to) in enumerate([(calls[0][1], calls[2][1]), (calls[2][1], 0.0)]):
+        first, second = calls[2 * i], calls[2 * i + 1]
+        assert first[1] == second[1] == s_from
+        torch.testing.assert_close(first[0][:1], x)
+        x = x + (x - denoised(first)) / s_from * (s_to - s_from)
+        eps = torch.randn(x.shape, generator=renoise)
+        x = x + (s_from ** 2 - s_to ** 2) ** 0.5 * eps
+        torch.testing.assert_close(second[0][:1], x, rtol=1e-5, atol=1e-4)
+        x = x + (x - denoised(second)) / s_from * (s_to - s_from)
+    torch.testing.assert_close(final, parts["model"].model.process_latent_out(x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler_name", ["uni_pc", "uni_pc_bh2"])
+def test_self_recurrence_refuses_a_sampler_that_cannot_take_one_step(host, parts, sampler_name):
+    with pytest.raises(ValueError) as e:
+        recurrent_run(host, parts, parts["model"], sampler_name, True)
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidedSampler: self_recurrence") and sampler_name in msg
+    assert "euler" in msg and "turn self_recurrence off" in msg
+    assert torch.isfinite(recurrent_run(host, parts, parts["model"], sampler_name, False, steps=2)).all()
+
+
+def test_weight_zero_returns_the_model_unpatched(host, parts):
+    model = parts["model"]
+    assert guide(host, model, parts["layout"], weight=0.0) is model
+    m, calls = count_unet_calls(model)
+    (out,) = host.run("Cones2LayoutGuidedSampler", model=m, seed=5, steps=2, cfg=7.0, sampler_name="euler",
+                      scheduler="normal", positive=parts["pos"], negative=parts["neg"], layout=parts["layout"],
+                      latent_image=parts["latent"], denoise=1.0, self_recurrence=True,
+                      **guidance_options(weight=0.0))
+    assert len(calls) == 2  # no guided step, so nothing repeated
+    assert torch.equal(out["samples"], ksampler(host, model, parts, steps=2, seed=5))
+
+
 def test_self_recurrence_with_a_noise_drawing_sampler_is_seeded(host, parts):
     a = recurrent_run(host, parts, parts["model"], "euler_ancestral", True, steps=2)
     b = recurrent_run(host, parts, parts["model"], "euler_ancestral", True, steps=2)
@@ -419,6 +475,20 @@ def test_guided_step_range_follows_start_and_end_percent(host, parts):
     assert len(by_sigma) == 4
     for sigma, masked in by_sigma.items():
         assert masked == ({False, True} if sigma > limit else {False}), (sigma, limit)
+
+
+def test_guided_steps_follow_the_sampling_of_the_model_as_sampled(host, parts):
+    # a ModelSampling node after the guidance node changes the σ range: percents map onto the new one
+    guided = guide(host, parts["model"], parts["layout"], start_percent=0.0, end_percent=0.2)
+    (resampled,) = host.run("ModelSamplingDiscrete", model=guided, sampling="eps", zsnr=True)
+    old, new = _sigma_at(parts["model"], 0.2), _sigma_at(resampled, 0.2)
+    assert old != new
+    resampled, probe = probed(resampled)
+    ksampler(host, resampled, parts, steps=20)
+    guided_sigmas = {c["sigma"] for c in probe.calls if c["mask"] is not None}
+    sigmas = {c["sigma"] for c in probe.calls}
+    assert guided_sigmas == {s for s in sigmas if s > new}
+    assert guided_sigmas != {s for s in sigmas if s > old}, (old, new, sorted(sigmas))
 
 
 def test_cfg_one_and_prompts_of_different_lengths(host, parts):
