@@ -1,7 +1,7 @@
 """Guided vs unguided sampling of the same graph, in one process: wall-time and peak-memory ratios.
 
     COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python benchmarks/layout_guidance_bench.py \
-        [--ckpt sd2.1.safetensors] [--size 512] [--steps 20] [--repeats 3]
+        [--ckpt sd2.1.safetensors] [--size 512] [--steps 20] [--repeats 3] [--path explicit|masked]
 
 Both runs sample ``CheckpointLoaderSimple -> Cones2ApplyResidual -> KSampler`` with the same
 seed; the guided one goes through ``Cones2LayoutGuidance`` (two subjects, official options).
@@ -11,6 +11,7 @@ disturbed by other processes) are compared. Peak memory: on CUDA ``max_memory_al
 call; on the CPU the peak resident set size above the level before the call (sampled
 every 2 ms). Without ``--ckpt`` it uses the tiny random-weight SD2-architecture checkpoint
 of the tests (a shallow UNet: the ratio then overstates the cross-attention share).
+``--path`` forces how guided rows are computed (default: the run's choice for the device).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sampler", default="euler")
+    ap.add_argument("--path", choices=["explicit", "masked"], help="force GuidanceRun's attention path")
     args = ap.parse_args()
     if not os.environ.get("COMFYUI_PATH"):
         sys.exit("set COMFYUI_PATH to a ComfyUI checkout and run with its Python")
@@ -121,6 +123,9 @@ def main():
     link = folder / source.name
     if not link.exists():
         link.symlink_to(source)
+    if args.path:
+        run_class = sys.modules[f"{host.pack.__name__}.guidance.layout_guidance"].GuidanceRun
+        run_class.explicit = lambda self, device: args.path == "explicit"
     model, clip, _vae = host.run("CheckpointLoaderSimple", ckpt_name=link.name)
     (pos,) = host.run("Cones2ApplyResidual", clip=clip, text="a photo of a dog and a cat on the beach")
     (neg,) = host.run("CLIPTextEncode", clip=clip, text="blurry, low quality")
@@ -156,7 +161,7 @@ def main():
     print(f"device: {device}  ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
           f"{torch.get_num_threads()} threads)  attention: {_attention_name()}")
     print(f"checkpoint: {source.name}  {args.size}x{args.size}  {args.steps} steps {args.sampler}  "
-          f"repeats: {args.repeats}")
+          f"repeats: {args.repeats}  path: {args.path or 'auto'}")
     stats = {}
     for k, vals in results.items():
         wall, cpu, mem = ([v[i] for v in vals] for i in range(3))

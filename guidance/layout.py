@@ -51,6 +51,10 @@ class LayoutSubject:
     mask: torch.Tensor | None = None  # [canvas_h, canvas_w] float in 0..1 (> 0.5 = inside)
     gamma: float = DEFAULT_GAMMA
 
+    def __post_init__(self):
+        if self.mask is not None:  # a copy: the caller's MASK may be a view that another node edits in place
+            object.__setattr__(self, "mask", self.mask.detach().to("cpu", torch.float32).clone())
+
     @property
     def label(self) -> str:
         return subject_label(self.phrase, self.occurrence)

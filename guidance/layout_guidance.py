@@ -1,15 +1,20 @@
 """Layout guidance during one sampling run: which rows to guide, the cached biases, the guided attention.
 
-A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the
-conditioning (``bind``: each positive entry's uuid and recorded token map) and the latent
-size (``check_latent``); every cross-attention call then goes through ``attention``, which
+A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the latent
+size (``check_latent``), the guider's positive conditioning once (``bind``: each positive
+entry's uuid and recorded token map) and, before each model evaluation, the batch's
+conditioning and σ (``begin_call``: which (branch, uuid) chunks are positive entries,
+whatever branch index the guider gives the positive: DualCFGGuider puts it last); every
+cross-attention call then goes through ``attention``, which
 computes the whole batch exactly as without the pack and recomputes only the positive
-chunks with the bias as an additive mask on the scaled logits:
+chunks with the official formula
 
-    mask = η · M · d^-0.5,   η = w · log(1 + σ²) · std(Q·Kᵀ)   (official schedule)
+    softmax((S + η·M) · d^-0.5) · V,   S = Q·Kᵀ,   η = w · log(1 + σ²) · std(S)   (official schedule)
 
-so ``softmax(Q·Kᵀ·d^-0.5 + mask) = softmax((S + η·M) · d^-0.5)``, the official formula.
-Nothing here imports ComfyUI: the attention function is passed in.
+either explicitly in float32 (``S`` is needed for the std anyway; the default off the CPU)
+or through the host's masked attention with the additive mask ``η·M·d^-0.5`` and the std
+computed without ``S`` (the default on the CPU). Nothing here imports ComfyUI: the
+attention function is passed in.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from . import conditioning_keys
 from .attention_bias import SuppressionScope, bias_matrix, finite_floor, subject_maps
 from .layout import Layout
 from .prompt_tokens import PhraseNotFoundError, PromptTokens
-from .sigma_schedule import SigmaSchedule, StepRange, logit_std, sigma_factor
+from .strength import SigmaSchedule, StepRange, eta, logit_std
 
 DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
 DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
 ASPECT_TOLERANCE = 0.01  # relative difference of canvas and latent aspect ratios accepted
+ATTENTION_PATHS = ("auto", "explicit", "masked")
 
 # attend(q, k, v, mask) -> out: the host's attention on projected q/k/v, mask an additive
 # bias on the scaled logits or None.
@@ -90,18 +96,27 @@ def bind_prompt(layout: Layout, tokens: PromptTokens, length: int | None = None)
 class GuidanceRun:
     """The state of layout guidance for one sampling call (freed with it)."""
 
-    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str):
+    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str, path: str = "auto"):
+        """``path``: how guided rows are computed. "explicit": ``softmax((S + η·M)·d^-0.5)·V`` in
+        float32 from ``S`` materialised once (it also gives the std); "masked": the std without
+        ``S`` (Gram form) and the host's masked attention with ``η·M·d^-0.5`` as the mask;
+        "auto": masked on the CPU (measured faster there), explicit elsewhere."""
         if not layout.subjects:
             raise LayoutGuidanceError(f"{node}: the layout is empty; add at least one subject's box or mask")
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"unknown attention path {path!r}; one of {ATTENTION_PATHS}")
+        self.path = path
         self.layout = layout
         self.settings = settings
         self.steps = steps
         self.node = node
         self.bindings: dict[Hashable, PromptBinding] = {}
-        self._bound: tuple = ()
+        self._guided: frozenset = frozenset()  # (branch, uuid) of this model call's guided chunks
+        # where the host's current positive entries come from (set by the sampler hook), for begin_call
+        self.positive_source: Callable[[], Sequence[dict]] | None = None
         self._maps: dict[tuple, torch.Tensor] = {}
         self._biases: dict[tuple, torch.Tensor] = {}
-        self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ part of η)
+        self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ as float32 [B])
 
     # --- inputs from the sampling call ----------------------------------------------------
     def check_latent(self, height: int, width: int, scale: int = 8) -> None:
@@ -116,16 +131,13 @@ class GuidanceRun:
                 "the same aspect: regions scale with the canvas)."
             )
 
-    def bind(self, conds: Sequence) -> None:
-        """Map each positive entry's uuid to its subjects' token rows (``conds[0]`` = positive).
+    def bind(self, positive: Sequence[dict]) -> None:
+        """Map each positive entry's uuid to its subjects' token rows.
 
-        ``conds`` is what ComfyUI's ``calc_cond_batch`` receives: one list of conditioning
-        dicts per branch, index = the ``cond_or_uncond`` value of their batch chunks.
+        ``positive``: the guider's positive conditioning entries (ComfyUI's converted
+        conditioning dicts: ``uuid``, ``cross_attn``, the token map Cones2ApplyResidual records).
         """
-        positive = list(conds[0] or ()) if conds else []
-        key = tuple(c.get("uuid") for c in positive)
-        if key == self._bound:
-            return
+        positive = list(positive or ())
         tokened = [c for c in positive if c.get(conditioning_keys.PROMPT_TOKENS) is not None]
         if positive and not tokened:
             raise LayoutGuidanceError(
@@ -154,8 +166,29 @@ class GuidanceRun:
                     f"{self.node}: layout subject {s.label!r}: {reason}"
                 )
         self.bindings = bindings
-        self._bound = key
+        self._guided = frozenset()
         self._biases.clear()
+
+    def begin_call(self, conds: Sequence, sigma: torch.Tensor, positive: Sequence[dict] | None = None) -> None:
+        """Before a model evaluation: which of its chunks are guided, and whether σ is.
+
+        ``conds``: what ComfyUI's ``calc_cond_batch`` receives, one list of entries per branch
+        (the ``cond_or_uncond`` value of their chunks); the guider decides the order (CFGGuider
+        ``[positive, negative]``, DualCFGGuider ``[negative, middle, positive]``). ``positive``:
+        the guider's positive entries as sampling holds them; an entry is guided only if it is
+        one of them (by identity), so a copy made for another branch (ComfyUI copies an area
+        entry into the opposite list, uuid included) is not. None: match by uuid alone.
+        """
+        ids = None if positive is None else {id(c) for c in positive}
+        pairs = set()
+        for branch, entries in enumerate(conds):
+            for c in entries or ():
+                uid = c.get("uuid")
+                binding = self.bindings.get(uid)
+                if binding is not None and binding.guided and (ids is None or id(c) in ids):
+                    pairs.add((branch, uid))
+        self._guided = frozenset(pairs)
+        self.begin_step(sigma)
 
     def begin_step(self, sigma: torch.Tensor) -> None:
         """Before a model evaluation at ``sigma`` (``[B]``): decide once whether it is guided.
@@ -168,17 +201,13 @@ class GuidanceRun:
     def _step_state(self, sigma: torch.Tensor) -> tuple:
         flat = sigma.flatten()
         guided = self.steps.guides(float(flat.max()))
-        return sigma, guided, sigma_factor(self.settings.schedule, self.settings.weight, flat) if guided else None
+        return sigma, guided, flat.float() if guided else None
 
     # --- the attention call ---------------------------------------------------------------
     def guided_chunks(self, cond_or_uncond: Sequence[int], uuids: Sequence) -> list[tuple[int, Hashable]]:
-        """(chunk index, uuid) of every positive chunk that has subjects to guide."""
-        out = []
-        for j, (branch, uid) in enumerate(zip(cond_or_uncond, uuids, strict=False)):
-            b = self.bindings.get(uid)
-            if branch == 0 and b is not None and b.guided:
-                out.append((j, uid))
-        return out
+        """(chunk index, uuid) of every chunk of a positive entry that has subjects to guide."""
+        return [(j, uid) for j, (branch, uid) in enumerate(zip(cond_or_uncond, uuids, strict=False))
+                if (branch, uid) in self._guided]
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
                   attend: Attend, previous: Callable | None = None) -> torch.Tensor:
@@ -192,7 +221,7 @@ class GuidanceRun:
         if sigmas is None:
             return base
         step = self._step if self._step is not None and self._step[0] is sigmas else self._step_state(sigmas)
-        _, guided_step, factor = step
+        _, guided_step, sigma = step
         if not guided_step:
             return base
         branches = list(extra_options.get("cond_or_uncond") or ())
@@ -205,34 +234,75 @@ class GuidanceRun:
             return base  # not a spatial image grid (e.g. a video/temporal block): leave it alone
         heads = int(extra_options["n_heads"])
         scale = int(extra_options["dim_head"]) ** -0.5
-        factor = factor.to(q.device)
-        factor = (factor if factor.numel() == batch else factor[:1].expand(batch)) * scale
+        sigma = sigma.to(q.device)
+        sigma = sigma if sigma.numel() == batch else sigma[:1].expand(batch)
 
         parts = [slice(j * batch, (j + 1) * batch) for j, _ in chunks]
-        masks = []
-        for (_, uid), rows in zip(chunks, parts, strict=True):
-            binding = self.bindings[uid]
-            bias = self._bias(uid, height, width, k.shape[1], q.device)
-            strength = factor
-            if self.settings.schedule.uses_std:
-                strength = strength * logit_std(q[rows], k[rows, :binding.length], heads)
-            masks.append(bias[None] * strength[:, None, None])
-        mask = masks[0] if len(masks) == 1 else torch.cat(masks)
-        if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite
-            mask = mask.clamp_(min=finite_floor(q.dtype))
-        mask = mask.to(q.dtype)
 
         def take(t):
             return t[parts[0]] if len(parts) == 1 else torch.cat([t[p] for p in parts])
 
         qg, kg, vg = take(q), take(k), take(v)
-        guided = attend(qg, kg, vg, mask)
+        uids = [uid for _, uid in chunks]
+        if self.explicit(q.device):
+            guided, plain = self._explicit(qg, kg, vg, uids, heads, scale, sigma, height, width,
+                                           with_plain=previous is not None)
+        else:
+            mask = self._mask(qg, kg, uids, heads, scale, sigma, height, width)
+            guided = attend(qg, kg, vg, mask)
+            plain = attend(qg, kg, vg, None) if previous is not None else None
         if previous is not None:
-            guided = take(base) + (guided - attend(qg, kg, vg, None))
+            guided = take(base) + (guided - plain)
             base = base.clone()
         for i, p in enumerate(parts):
             base[p] = guided[i * batch:(i + 1) * batch]
         return base
+
+    def explicit(self, device) -> bool:
+        """Whether guided rows are computed explicitly (``path``; "auto": everywhere but the CPU)."""
+        return self.path == "explicit" or (self.path == "auto" and torch.device(device).type != "cpu")
+
+    def _explicit(self, q, k, v, uids, heads: int, scale: float, sigma, height: int, width: int,
+                  with_plain: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``softmax((S + η·M)·d^-0.5)·V`` for guided chunks, in float32, from ``S`` materialised once.
+
+        ``S`` gives the std too, so no mask tensor is built and no attention kernel is asked to
+        apply one. Returns the guided rows and, if ``with_plain``, the same rows without bias.
+        """
+        b, n, c = q.shape
+        d = c // heads
+        qh, kh, vh = (t.float().view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+        logits = qh @ kh.transpose(-1, -2)  # [b, heads, N, T]
+        plain = None
+        if with_plain:
+            plain = ((logits * scale).softmax(-1) @ vh).transpose(1, 2).reshape(b, n, c).to(q.dtype)
+        batch = b // len(uids)
+        s = self.settings
+        for i, uid in enumerate(uids):
+            rows = logits[i * batch:(i + 1) * batch]
+            length = self.bindings[uid].length
+            std = rows[..., :length].reshape(batch, -1).std(dim=1) if s.schedule.uses_std else None
+            bias = self._bias(uid, height, width, k.shape[1], q.device)
+            rows.addcmul_(eta(s.schedule, s.weight, sigma, std).view(batch, 1, 1, 1), bias)
+        probs = logits.mul_(scale).softmax(-1)
+        return (probs @ vh).transpose(1, 2).reshape(b, n, c).to(q.dtype), plain
+
+    def _mask(self, q, k, uids, heads: int, scale: float, sigma, height: int, width: int) -> torch.Tensor:
+        """The additive mask ``η·M·d^-0.5`` ``[b, N, T]`` for the host's masked attention, in q's dtype."""
+        batch = q.shape[0] // len(uids)
+        s = self.settings
+        masks = []
+        for i, uid in enumerate(uids):
+            rows = slice(i * batch, (i + 1) * batch)
+            length = self.bindings[uid].length
+            std = logit_std(q[rows], k[rows, :length], heads) if s.schedule.uses_std else None
+            strength = eta(s.schedule, s.weight, sigma, std) * scale
+            bias = self._bias(uid, height, width, k.shape[1], q.device)
+            masks.append(bias[None] * strength[:, None, None])
+        mask = masks[0] if len(masks) == 1 else torch.cat(masks)
+        if torch.finfo(q.dtype).max < torch.finfo(torch.float32).max:  # fp16: keep γ−·η finite
+            mask = mask.clamp_(min=finite_floor(q.dtype))
+        return mask.to(q.dtype)
 
     def _bias(self, uid, height: int, width: int, total_length: int, device) -> torch.Tensor:
         """``M`` for one positive entry at one layer shape, ``[h*w, T]`` float32, built once per run."""

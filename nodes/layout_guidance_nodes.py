@@ -11,12 +11,10 @@ import nodes as comfy_nodes
 
 from ..guidance.attention_bias import SuppressionScope
 from ..guidance.layout_guidance import DEFAULT_SUPPRESSION, DEFAULT_WEIGHT, GuidanceSettings
-from ..guidance.sigma_schedule import SigmaSchedule
-from .guidance_patch import apply_layout_guidance
-from .self_recurrent_sampler import SelfRecurrentSampler
-
-LAYOUT = "CONES2_LAYOUT"
-CATEGORY = "cones2"
+from ..guidance.strength import SigmaSchedule
+from .guidance_patch import apply_layout_guidance, step_range
+from .node_types import CATEGORY, LAYOUT
+from .self_recurrent_sampler import SelfRecurrentSampler, check_self_recurrent_sampler
 
 
 def guidance_inputs() -> dict:
@@ -77,7 +75,7 @@ class Cones2LayoutGuidance:
     def apply(self, model, layout, weight, suppression, suppression_scope, sigma_schedule, start_percent,
               end_percent):
         settings = _settings(self.NAME, weight, suppression, suppression_scope, sigma_schedule)
-        patched, _ = apply_layout_guidance(model, layout, settings, start_percent, end_percent, self.NAME)
+        patched = apply_layout_guidance(model, layout, settings, start_percent, end_percent, self.NAME)
         return (patched,)
 
 
@@ -119,8 +117,10 @@ class Cones2LayoutGuidedSampler:
                denoise, weight, suppression, suppression_scope, sigma_schedule, start_percent, end_percent,
                self_recurrence=False):
         settings = _settings(self.NAME, weight, suppression, suppression_scope, sigma_schedule)
-        guided, step_range = apply_layout_guidance(model, layout, settings, start_percent, end_percent, self.NAME)
-        if not self_recurrence:
+        if self_recurrence:
+            check_self_recurrent_sampler(sampler_name, self.NAME)
+        guided = apply_layout_guidance(model, layout, settings, start_percent, end_percent, self.NAME)
+        if not self_recurrence or guided is model:  # weight 0: no guided step to repeat
             return comfy_nodes.common_ksampler(guided, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                                latent_image, denoise=denoise)
 
@@ -128,7 +128,8 @@ class Cones2LayoutGuidedSampler:
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         sigmas = comfy.samplers.KSampler(guided, steps=steps, device=guided.load_device, sampler=sampler_name,
                                          scheduler=scheduler, denoise=denoise, model_options=guided.model_options).sigmas
-        sampler = SelfRecurrentSampler(comfy.samplers.sampler_object(sampler_name), step_range, seed)
+        sampler = SelfRecurrentSampler(comfy.samplers.sampler_object(sampler_name),
+                                       step_range(guided, start_percent, end_percent), seed)
         callback = latent_preview.prepare_callback(guided, max(sigmas.shape[-1] - 1, 1))
         samples = comfy.sample.sample_custom(guided, noise, cfg, sampler, sigmas, positive, negative, latent,
                                              noise_mask=latent_image.get("noise_mask"), callback=callback,

@@ -19,9 +19,9 @@ from ..guidance.layout_text import (
     parse_color_list,
     parse_color_mapping,
 )
+from .node_types import LAYOUT
+from .node_types import LAYOUT_CATEGORY as CATEGORY
 
-LAYOUT = "CONES2_LAYOUT"
-CATEGORY = "cones2/layout"
 MAX_RESOLUTION = 16384  # core nodes.MAX_RESOLUTION (not imported: ComfyUI's `nodes` and this package's clash in name)
 
 _GAMMA = ("FLOAT", {"default": DEFAULT_GAMMA, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip":

@@ -16,10 +16,7 @@ from ..guidance.residual_placement import (
 )
 from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
 from .model_folders import RESIDUALS
-
-BINDINGS = "CONES2_BINDINGS"
-RESIDUAL = "CONES2_RESIDUAL"  # a training.residual_file.Residual, e.g. from Cones2TrainResidual
-CATEGORY = "cones2"
+from .node_types import BINDINGS, CATEGORY, RESIDUAL
 
 BINDING_INPUTS = {
     "phrase": ("STRING", {"default": "", "tooltip":

@@ -4,18 +4,34 @@ It mirrors ``comfy.samplers.KSAMPLER.sample`` (inpaint wrapper, noise scaling on
 start, inverse scaling once at the end) but calls the inner sampler's function once per
 segment of ``guidance.self_recurrence.plan_segments``: a guided step runs, is re-noised by
 ``sqrt(σ_i² − σ_{i+1}²)·ε`` and runs again; unguided steps run together in one call.
-Consequences of cutting the run: multistep samplers (lms, dpmpp_2m, ipndm, deis, uni_pc...)
+Consequences of cutting the run: multistep samplers (lms, dpmpp_2m, ipndm, deis...)
 restart their history at each segment, and samplers that draw noise (ancestral, SDE) seed
-each segment's noise from ``seed + segment call``.
+each segment's noise from ``seed + segment call``. uni_pc and uni_pc_bh2 are refused: given a
+one-step segment they only prime their history and return the latent rescaled, not denoised.
+One progress bar covers the whole run.
 """
 
 from __future__ import annotations
 
 import torch
 from comfy.samplers import KSAMPLER, KSamplerX0Inpaint, Sampler
+from tqdm.auto import trange
 
 from ..guidance.self_recurrence import plan_segments, renoise_scale
-from ..guidance.sigma_schedule import StepRange
+from ..guidance.strength import StepRange
+
+# Samplers that cannot take one step on their own (see the module docstring).
+NO_SINGLE_STEP = ("uni_pc", "uni_pc_bh2")
+
+
+def check_self_recurrent_sampler(sampler_name: str, node: str) -> None:
+    """Refuse a sampler that self-recurrence would stop from denoising."""
+    if sampler_name in NO_SINGLE_STEP:
+        raise ValueError(
+            f"{node}: self_recurrence runs each guided step on its own, and {sampler_name} does not denoise "
+            "a single step (it only starts its multistep history there); choose another sampler (euler is "
+            "the official code's) or turn self_recurrence off"
+        )
 
 
 class SelfRecurrentSampler(Sampler):
@@ -43,6 +59,7 @@ class SelfRecurrentSampler(Sampler):
         renoise = torch.Generator(device="cpu").manual_seed((self.seed + 1) % (1 << 63))
         base_seed = extra_args.get("seed")
         calls = 0
+        pbar = trange(total, disable=disable_pbar)
         for seg in plan_segments(values, self.steps.guides):
             seg_sigmas = sigmas[seg.start:seg.end + 1]
             for p in range(seg.passes):
@@ -52,11 +69,13 @@ class SelfRecurrentSampler(Sampler):
                 args = dict(extra_args)
                 if base_seed is not None:
                     args["seed"] = base_seed + calls
-                k_callback = None
-                if callback is not None:
-                    def k_callback(d, offset=seg.start):
+                def k_callback(d, offset=seg.start, last_pass=p == seg.passes - 1):
+                    if last_pass:
+                        pbar.update(1)
+                    if callback is not None:
                         callback(d["i"] + offset, d["denoised"], d["x"], total)
                 x = inner.sampler_function(model_k, x, seg_sigmas, extra_args=args, callback=k_callback,
-                                           disable=disable_pbar, **inner.extra_options)
+                                           disable=True, **inner.extra_options)
                 calls += 1
+        pbar.close()
         return sampling.inverse_noise_scaling(sigmas[-1], x)

@@ -27,11 +27,11 @@ from ..training.trainer import (
 from .comfy_training import train_with_comfy, training_mode
 from .loss_plot import loss_plot_image
 from .model_folders import residual_save_dir
-from .residual_nodes import RESIDUAL
+from .node_types import RESIDUAL
+from .node_types import TRAINING_CATEGORY as CATEGORY
 
 log = logging.getLogger("cones2")
 
-CATEGORY = "cones2/training"
 CHECKPOINT_SUBFOLDER = "cones2_training"
 NO_RESUME = "none"
 DEFAULTS = TrainSettings()

@@ -50,12 +50,14 @@ class Probe:
         q, k, _v, heads = args[:4]
         mask = args[4] if len(args) > 4 else kwargs.get("mask")
         to = kwargs.get("transformer_options") or {}
+        out = func(*args, **kwargs)
         if k.shape[1] % 77 == 0 and k.shape[1] != q.shape[1]:
-            self.calls.append({"q": q.clone(), "k": k.clone(), "mask": None if mask is None else mask.clone(),
+            self.calls.append({"q": q.clone(), "k": k.clone(), "v": _v.clone(), "out": out.clone(),
+                               "mask": None if mask is None else mask.clone(), "func": func.__name__,
                                "heads": heads, "branches": list(to.get("cond_or_uncond", [])),
                                "shape": list(to["activations_shape"]), "block": to.get("block"),
                                "sigma": float(to["sigmas"].flatten()[0])})
-        return func(*args, **kwargs)
+        return out
 
 
 def probed(model):
@@ -96,17 +98,39 @@ def mass_inside(probe, layout, subject_rows, guided: bool):
     return inside / total
 
 
+def official_attention(call, layout, subject_rows, weight=0.08, suppression=-1e8):
+    """The official formula for a guided call's rows, from its q, k, v alone (float64):
+    ``softmax((S + η·M)·d^-½)·V``, ``η = w·log(1 + σ²)·std(S)``, M with γ− outside each region."""
+    q, k, v, heads = call["q"].double(), call["k"].double(), call["v"].double(), call["heads"]
+    b, n, c = q.shape
+    d = c // heads
+    qh, kh, vh = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    s = qh @ kh.transpose(-1, -2)
+    h, w = call["shape"][-2:]
+    regions = layout.region_masks(h, w).flatten(1)
+    m = torch.zeros(n, 77, dtype=torch.float64)
+    for subject, rows in zip(layout.subjects, subject_rows, strict=True):
+        i = layout.subjects.index(subject)
+        m[:, list(rows)] = torch.where(regions[i], subject.gamma, suppression).double()[:, None]
+    m = m.repeat(1, k.shape[1] // 77)
+    std = s[..., :77].reshape(b, -1).std(dim=1)
+    eta = weight * torch.log1p(torch.tensor(call["sigma"], dtype=torch.float64) ** 2) * std
+    p = ((s + eta[:, None, None, None] * m) * d**-0.5).softmax(-1)
+    return (p @ vh).transpose(1, 2).reshape(b, n, c)
+
+
 @pytest.fixture(scope="module")
 def parts(host, sd2):
     model, clip, _vae = sd2
     load_core_extras(host)
     (pos,) = host.run("Cones2ApplyResidual", clip=clip, text=TEXT)
     (neg,) = host.run("CLIPTextEncode", clip=clip, text="")
+    (middle,) = host.run("Cones2ApplyResidual", clip=clip, text="a cat and a dog")  # DualCFGGuider's cond2
     (latent,) = host.run("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
     keys = pack_module(host, "guidance.conditioning_keys")
     tokens = pos[0][1][keys.PROMPT_TOKENS]
     rows = [tokens.occurrence("dog"), tokens.occurrence("cat")]
-    return {"model": model, "clip": clip, "pos": pos, "neg": neg, "latent": latent, "rows": rows,
+    return {"model": model, "clip": clip, "pos": pos, "neg": neg, "middle": middle, "latent": latent, "rows": rows,
             "layout": two_subject_layout(host)}
 
 
@@ -219,6 +243,49 @@ def test_a_plain_unet_call_through_the_guided_model_outside_sampling_is_unchange
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("backend", ["attention_sage", "attention_flash"])
+def test_a_masked_attention_backend_that_cannot_take_masks_is_not_handed_the_bias(host, parts, backend, monkeypatch,
+                                                                                  caplog):
+    import comfy.ldm.modules.attention as attention
+
+    # --use-sage-attention / --use-flash-attention make these ComfyUI's masked attention: sageattn
+    # ignores attn_mask, attention_flash raises on any mask and falls back to SDPA with a warning
+    monkeypatch.setattr(attention, "optimized_attention_masked", getattr(attention, backend))
+    guided, probe = probed(guide(host, parts["model"], parts["layout"]))
+    with caplog.at_level("WARNING"):
+        ksampler(host, guided, parts)
+    masked = [c for c in probe.calls if c["mask"] is not None]
+    assert masked
+    assert {c["func"] for c in masked} == {"attention_pytorch"}
+    assert not [r for r in caplog.records if "attention" in r.getMessage().lower()]
+    for call in masked:
+        want = official_attention(call, parts["layout"], parts["rows"])
+        torch.testing.assert_close(call["out"].double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_explicit_path_gives_the_official_formula_in_the_real_unet(host, parts, monkeypatch):
+    lg = pack_module(host, "guidance.layout_guidance")
+    monkeypatch.setattr(lg.GuidanceRun, "explicit", lambda self, device: True)  # the default off the CPU
+    guided, probe = probed(guide(host, parts["model"], parts["layout"]))
+    outputs = []  # what each cross-attention layer's output projection receives
+    attn2 = [b.attn2 for b in guided.model.diffusion_model.modules() if hasattr(b, "attn2") and hasattr(b, "attn1")]
+    hooks = [a.to_out.register_forward_pre_hook(lambda _m, args: outputs.append(args[0].clone())) for a in attn2]
+    try:
+        ksampler(host, guided, parts)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert probe.calls and all(c["mask"] is None for c in probe.calls)  # no masked kernel was asked
+    assert len(outputs) == len(probe.calls)  # one plain whole-batch call per cross-attention layer
+    for call, out in zip(probe.calls, outputs, strict=True):
+        j = call["branches"].index(0)
+        pos = {key: call[key][j:j + 1] for key in ("q", "k", "v")}
+        want = official_attention({**call, **pos}, parts["layout"], parts["rows"])
+        torch.testing.assert_close(out[j:j + 1].double(), want, rtol=1e-4, atol=1e-5)
+        neg = 1 - j
+        torch.testing.assert_close(out[neg], call["out"][neg], rtol=0, atol=0)
+
+
 # --- every core sampler --------------------------------------------------------------------
 
 def run_sampler(host, kind, model, p, seed=3):
@@ -238,18 +305,47 @@ def run_sampler(host, kind, model, p, seed=3):
                           latent_image=p["latent"])
         return out["samples"]
     (noise,) = host.run("RandomNoise", noise_seed=seed)
-    (guider,) = host.run("CFGGuider", model=model, positive=p["pos"], negative=p["neg"], cfg=7.0)
+    if kind == "DualCFGGuider":  # evaluates [negative, middle, positive]: the positive is the last branch
+        (guider,) = host.run("DualCFGGuider", model=model, cond1=p["pos"], cond2=p["middle"], negative=p["neg"],
+                             cfg_conds=7.0, cfg_cond2_negative=3.0, style="regular")
+    elif kind == "PerpNegGuider":  # [positive, negative, empty]
+        guider = host.node("PerpNegGuider").execute(model=model, positive=p["pos"], negative=p["neg"],
+                                                    empty_conditioning=p["neg"], cfg=7.0, neg_scale=1.0)[0]
+    else:
+        (guider,) = host.run("CFGGuider", model=model, positive=p["pos"], negative=p["neg"], cfg=7.0)
     out, _ = host.run("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
                       latent_image=p["latent"])
     return out["samples"]
 
 
-@pytest.mark.parametrize("kind", ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"])
-def test_guidance_works_through_every_core_sampler(host, parts, kind):
+def guided_branches(probe):
+    """The branch (cond_or_uncond value) of every chunk the guided calls recomputed (matched by q and k:
+    the keys tell prompts apart, the queries images)."""
+    out = set()
+    for plain, guided in zip(probe.calls, probe.calls[1:], strict=False):
+        if plain["mask"] is None and guided["mask"] is not None:
+            batch = plain["q"].shape[0] // len(plain["branches"])
+            for j, branch in enumerate(plain["branches"]):
+                rows = slice(j * batch, (j + 1) * batch)
+                for i in range(0, guided["q"].shape[0], batch):
+                    if (torch.equal(plain["q"][rows], guided["q"][i:i + batch])
+                            and torch.equal(plain["k"][rows], guided["k"][i:i + batch])):
+                        out.add(branch)
+    return out
+
+
+SAMPLERS = ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "DualCFGGuider",
+            "PerpNegGuider"]
+POSITIVE_BRANCH = {"DualCFGGuider": 2}  # every other guider evaluates the positive as branch 0
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_guidance_works_through_every_core_sampler_and_guider(host, parts, kind):
     guided, probe = probed(guide(host, parts["model"], parts["layout"]))
     out = run_sampler(host, kind, guided, parts)
     got = mass_inside(probe, parts["layout"], parts["rows"], guided=True)
     assert torch.all(got > 0.999)
+    assert guided_branches(probe) == {POSITIVE_BRANCH.get(kind, 0)}  # only the positive prompt is guided
     assert torch.isfinite(out).all()
     assert not torch.equal(out, run_sampler(host, kind, parts["model"], parts))
     # the run's state was dropped with the sampling call
@@ -302,6 +398,62 @@ def test_self_recurrence_repeats_each_guided_step(host, parts, sampler_name):
     assert len(calls) == 3 + guided_steps and 0 < guided_steps < 3
 
 
+def test_self_recurrence_follows_the_official_recurrence_exactly(host, parts):
+    # euler, 2 steps, both guided: step σ0→σ1, re-noise by sqrt(σ0²−σ1²)·ε, step again; same at σ1→0
+    m = parts["model"].clone()
+    calls = []
+
+    def wrapper(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        calls.append((args["input"].clone(), float(args["timestep"][0]), out.clone(), list(args["cond_or_uncond"])))
+        return out
+
+    m.set_model_unet_function_wrapper(wrapper)
+    seed, cfg = 5, 7.0
+    final = recurrent_run(host, parts, m, "euler", True, steps=2, seed=seed)
+    assert len(calls) == 4
+
+    def denoised(call):  # CFG as core combines it
+        _, _, out, branches = call
+        cond, uncond = out[branches.index(0)], out[branches.index(1)]
+        return (uncond + (cond - uncond) * cfg)[None]
+
+    renoise = torch.Generator().manual_seed(seed + 1)
+    x = calls[0][0][:1]
+    for i, (s_from, s_to) in enumerate([(calls[0][1], calls[2][1]), (calls[2][1], 0.0)]):
+        first, second = calls[2 * i], calls[2 * i + 1]
+        assert first[1] == second[1] == s_from
+        torch.testing.assert_close(first[0][:1], x)
+        x = x + (x - denoised(first)) / s_from * (s_to - s_from)
+        eps = torch.randn(x.shape, generator=renoise)
+        x = x + (s_from ** 2 - s_to ** 2) ** 0.5 * eps
+        torch.testing.assert_close(second[0][:1], x, rtol=1e-5, atol=1e-4)
+        x = x + (x - denoised(second)) / s_from * (s_to - s_from)
+    torch.testing.assert_close(final, parts["model"].model.process_latent_out(x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler_name", ["uni_pc", "uni_pc_bh2"])
+def test_self_recurrence_refuses_a_sampler_that_cannot_take_one_step(host, parts, sampler_name):
+    with pytest.raises(ValueError) as e:
+        recurrent_run(host, parts, parts["model"], sampler_name, True)
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidedSampler: self_recurrence") and sampler_name in msg
+    assert "euler" in msg and "turn self_recurrence off" in msg
+    assert torch.isfinite(recurrent_run(host, parts, parts["model"], sampler_name, False, steps=2)).all()
+
+
+def test_weight_zero_returns_the_model_unpatched(host, parts):
+    model = parts["model"]
+    assert guide(host, model, parts["layout"], weight=0.0) is model
+    m, calls = count_unet_calls(model)
+    (out,) = host.run("Cones2LayoutGuidedSampler", model=m, seed=5, steps=2, cfg=7.0, sampler_name="euler",
+                      scheduler="normal", positive=parts["pos"], negative=parts["neg"], layout=parts["layout"],
+                      latent_image=parts["latent"], denoise=1.0, self_recurrence=True,
+                      **guidance_options(weight=0.0))
+    assert len(calls) == 2  # no guided step, so nothing repeated
+    assert torch.equal(out["samples"], ksampler(host, model, parts, steps=2, seed=5))
+
+
 def test_self_recurrence_with_a_noise_drawing_sampler_is_seeded(host, parts):
     a = recurrent_run(host, parts, parts["model"], "euler_ancestral", True, steps=2)
     b = recurrent_run(host, parts, parts["model"], "euler_ancestral", True, steps=2)
@@ -323,6 +475,20 @@ def test_guided_step_range_follows_start_and_end_percent(host, parts):
     assert len(by_sigma) == 4
     for sigma, masked in by_sigma.items():
         assert masked == ({False, True} if sigma > limit else {False}), (sigma, limit)
+
+
+def test_guided_steps_follow_the_sampling_of_the_model_as_sampled(host, parts):
+    # a ModelSampling node after the guidance node changes the σ range: percents map onto the new one
+    guided = guide(host, parts["model"], parts["layout"], start_percent=0.0, end_percent=0.2)
+    (resampled,) = host.run("ModelSamplingDiscrete", model=guided, sampling="eps", zsnr=True)
+    old, new = _sigma_at(parts["model"], 0.2), _sigma_at(resampled, 0.2)
+    assert old != new
+    resampled, probe = probed(resampled)
+    ksampler(host, resampled, parts, steps=20)
+    guided_sigmas = {c["sigma"] for c in probe.calls if c["mask"] is not None}
+    sigmas = {c["sigma"] for c in probe.calls}
+    assert guided_sigmas == {s for s in sigmas if s > new}
+    assert guided_sigmas != {s for s in sigmas if s > old}, (old, new, sorted(sigmas))
 
 
 def test_cfg_one_and_prompts_of_different_lengths(host, parts):

@@ -15,7 +15,7 @@ from cones2.guidance.layout_guidance import (
     bind_prompt,
 )
 from cones2.guidance.prompt_tokens import PromptTokens
-from cones2.guidance.sigma_schedule import SigmaSchedule, StepRange
+from cones2.guidance.strength import SigmaSchedule, StepRange
 
 HEADS, D = 2, 8
 C = HEADS * D
@@ -52,13 +52,18 @@ def direct_bias(layout, rows, h, w, length, suppression, scope):
     return m
 
 
-def official(q, k, v, m, sigma, weight):
-    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V."""
+def official(q, k, v, m, sigma, weight, schedule=SigmaSchedule.OFFICIAL):
+    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V.
+
+    The other schedules drop a factor: ``LOG_SIGMA`` the std, ``CONSTANT`` the σ term.
+    """
     qh = q.double().view(-1, HEADS, D).transpose(0, 1)
     kh = k.double().view(-1, HEADS, D).transpose(0, 1)
     vh = v.double().view(-1, HEADS, D).transpose(0, 1)
     s = qh @ kh.transpose(-1, -2)
-    bias = weight * m.double() * math.log(1 + sigma**2) * s.std()
+    sigma_term = 1.0 if schedule is SigmaSchedule.CONSTANT else math.log(1 + sigma**2)
+    std_term = 1.0 if schedule is SigmaSchedule.LOG_SIGMA else s.std()
+    bias = weight * m.double() * sigma_term * std_term
     p = ((s + bias) * D**-0.5).softmax(-1)
     return (p @ vh).transpose(0, 1).reshape(-1, C)
 
@@ -70,8 +75,11 @@ LAYOUT = Layout(48, 32, (LayoutSubject("dog", 1, box=Box(0, 0, 24, 32)),
 ALL_STEPS = StepRange()
 
 
-def make_run(layout=LAYOUT, steps=ALL_STEPS, **kw):
-    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE)
+PATHS = ["explicit", "masked"]  # forced, whatever the device
+
+
+def make_run(layout=LAYOUT, steps=ALL_STEPS, path="auto", **kw):
+    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE, path=path)
 
 
 def options(branches, uids, sigma, h=4, w=6, batch=1):
@@ -85,10 +93,16 @@ def qkv(bt, n=24, t=77, seed=0, dtype=torch.float32):
             torch.randn(bt, t, C, generator=g).to(dtype))
 
 
+def bind_call(run, conds, positive):
+    """What the sampler hooks do: bind the guider's positive entries, then announce a model call."""
+    run.bind(positive)
+    run.begin_call(conds, torch.tensor([1.0]), positive)
+
+
 def bound(run, pos_tokens, pos_len=77, neg_len=77):
     pu, nu = uuid.uuid4(), uuid.uuid4()
-    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}],
-              [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]])
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}]
+    bind_call(run, [pos, [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]], pos)
     return pu, nu
 
 
@@ -97,8 +111,9 @@ PROMPT = tokens(["a", "dog", "and", "a", "cat"])  # dog at row 2, cat at row 5
 
 @pytest.mark.parametrize("scope", list(SuppressionScope))
 @pytest.mark.parametrize("sigma", [14.6, 1.0, 0.03])
-def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouched(scope, sigma):
-    run = make_run(scope=scope, suppression=-1e8, weight=0.08)
+@pytest.mark.parametrize("path", PATHS)
+def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouched(scope, sigma, path):
+    run = make_run(path=path, scope=scope, suppression=-1e8, weight=0.08)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(4)  # batch 2 per chunk, negative chunk first
     out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2), attend)
@@ -111,7 +126,7 @@ def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouch
 
 
 def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_region():
-    run = make_run()
+    run = make_run(path="masked")
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2)
     captured = {}
@@ -129,8 +144,9 @@ def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_regio
     assert probs[0, :, ~dog, 2].max() == 0 and probs[0, :, dog, 2].min() > 0
 
 
-def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result(path):
+    run = make_run(path=path)
     pu, nu = bound(run, PROMPT, pos_len=77, neg_len=154)
     q, k77, v77 = qkv(1, t=77, seed=3)
     kn, vn = torch.randn(1, 154, C), torch.randn(1, 154, C)
@@ -143,12 +159,13 @@ def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result():
     assert torch.equal(out[1], attend(q2, k, v, None)[1])
 
 
-def test_several_positive_entries_are_each_guided_with_their_own_token_map():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_several_positive_entries_are_each_guided_with_their_own_token_map(path):
+    run = make_run(path=path)
     p1, p2, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     other = tokens(["cat", "near", "a", "dog"], start=1)  # cat at 1, dog at 4
-    run.bind([[{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT},
-               {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}], [{"uuid": nu}]])
+    pos = [{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}]
+    bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=5)
     out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0), attend)
     scope = SuppressionScope.OUTSIDE_OWN_REGION
@@ -159,8 +176,9 @@ def test_several_positive_entries_are_each_guided_with_their_own_token_map():
     assert torch.equal(out[1], attend(q, k, v, None)[1])
 
 
-def test_cfg_one_batches_hold_only_the_positive_chunk():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_cfg_one_batches_hold_only_the_positive_chunk(path):
+    run = make_run(path=path)
     pu, _ = bound(run, PROMPT)
     q, k, v = qkv(1, seed=6)
     out = run.attention(q, k, v, options([0], [pu], 3.0), attend)
@@ -169,7 +187,7 @@ def test_cfg_one_batches_hold_only_the_positive_chunk():
 
 
 def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
-    run = make_run(steps=StepRange(sigma_start=10.0, sigma_end=1.0))
+    run = make_run(path="masked", steps=StepRange(sigma_start=10.0, sigma_end=1.0))
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=7)
     calls = []
@@ -202,8 +220,9 @@ def test_the_step_decision_made_before_the_model_call_is_reused_by_every_layer()
     assert torch.equal(run.attention(q, k, v, eo, attend), guided)
 
 
-def test_a_previous_attn2_replacement_is_chained():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_a_previous_attn2_replacement_is_chained(path):
+    run = make_run(path=path)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=8)
     extra = torch.randn(2, 24, C)
@@ -216,6 +235,20 @@ def test_a_previous_attn2_replacement_is_chained():
     assert torch.equal(out[0], attend(q, k, v, None)[0] + extra[0])
     guided_alone = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend)
     torch.testing.assert_close(out[1], guided_alone[1] + extra[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", list(SigmaSchedule))
+@pytest.mark.parametrize("path", PATHS)
+def test_every_schedule_gives_the_official_formula_with_its_eta(schedule, path):
+    run = make_run(path=path, schedule=schedule, weight=0.3, suppression=-2.0)  # a soft bias: η visibly changes the output
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(4, seed=13)
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
+    for sigma in (9.0, 0.5):
+        out = run.attention(q, k, v, options([0, 1], [pu, nu], sigma, batch=2), attend)
+        for i in (0, 1):
+            want = official(q[i], k[i], v[i], m, sigma, 0.3, schedule)
+            torch.testing.assert_close(out[i].double(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_the_bias_of_each_layer_shape_is_built_once_per_run():
@@ -233,7 +266,7 @@ def test_the_bias_of_each_layer_shape_is_built_once_per_run():
 
 
 def test_half_precision_masks_stay_finite():
-    run = make_run()
+    run = make_run(path="masked")
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=9, dtype=torch.float16)
     seen = []
@@ -248,8 +281,35 @@ def test_half_precision_masks_stay_finite():
     assert seen[0].min() < -1000 and torch.isfinite(out).all()
 
 
+def test_the_explicit_path_hands_no_mask_to_the_host_attention_and_auto_picks_by_device():
+    run = make_run(path="explicit")
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=14)
+    masks = []
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], 6.0), lambda *a: masks.append(a[3]) or attend(*a))
+    assert masks == [None]  # only the whole-batch plain call
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[1].double(), official(q[1], k[1], v[1], m, 6.0, 0.08), rtol=1e-4, atol=1e-5)
+    auto = make_run()
+    assert not auto.explicit(torch.device("cpu")) and auto.explicit(torch.device("cuda"))
+    assert make_run(path="explicit").explicit("cpu") and not make_run(path="masked").explicit("cuda")
+    with pytest.raises(ValueError, match="unknown attention path"):
+        make_run(path="fast")
+
+
+def test_the_explicit_path_in_half_precision_computes_in_float32():
+    run = make_run(path="explicit")
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=9, dtype=torch.float16)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), attend)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    want = official(q[0].float(), k[0].float(), v[0].float(), m, 14.6, 0.08)
+    torch.testing.assert_close(out[0].double(), want, rtol=2e-3, atol=2e-3)
+
+
 def test_the_schedule_without_std_and_zero_weight():
-    run = make_run(schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
+    run = make_run(path="masked", schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=10)
     captured = []
@@ -263,14 +323,45 @@ def test_the_schedule_without_std_and_zero_weight():
     torch.testing.assert_close(out, attend(q, k, v, None))
 
 
-def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone():
-    run = make_run()
+@pytest.mark.parametrize("path", PATHS)
+def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone(path):
+    run = make_run(path=path)
     pu, plain_u, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    run.bind([[{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}], [{"uuid": nu}]])
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}]
+    bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=11)
     out = run.attention(q, k, v, options([0, 0, 1], [plain_u, pu, nu], 2.0), attend)
     plain = attend(q, k, v, None)
     assert torch.equal(out[0], plain[0]) and torch.equal(out[2], plain[2]) and not torch.equal(out[1], plain[1])
+
+
+def test_the_positive_is_found_by_entry_whatever_its_branch_index():
+    # DualCFGGuider evaluates [negative, middle, positive]: the positive is branch 2, and the
+    # middle prompt (made by Cones2ApplyResidual too, but not the guider's positive) is not guided
+    run = make_run()
+    pu, mu, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
+    middle = [{"uuid": mu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
+    bind_call(run, [[{"uuid": nu}], middle, pos], pos)
+    q, k, v = qkv(3, seed=15)
+    out = run.attention(q, k, v, options([0, 1, 2], [nu, mu, pu], 2.0), attend)
+    plain = attend(q, k, v, None)
+    assert torch.equal(out[:2], plain[:2])
+    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    torch.testing.assert_close(out[2].double(), official(q[2], k[2], v[2], m, 2.0, 0.08), rtol=1e-4, atol=1e-5)
+
+
+def test_a_copy_of_a_positive_entry_in_another_branch_is_not_guided():
+    # ComfyUI copies an area-conditioned positive entry into the negative list (same uuid,
+    # the negative's embedding): only the guider's own positive entry is guided
+    run = make_run()
+    pu, nu = uuid.uuid4(), uuid.uuid4()
+    entry = {"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT, "area": (4, 6, 0, 0)}
+    pos = [entry]
+    bind_call(run, [pos, [{"uuid": nu}, dict(entry)]], pos)
+    assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu)]
+    run.begin_call([pos, [{"uuid": nu}, dict(entry)]], torch.tensor([1.0]))  # no positive list: by uuid
+    assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu), (2, pu)]
 
 
 def test_a_grid_that_does_not_match_the_activations_is_left_alone():
@@ -291,7 +382,7 @@ def test_an_empty_layout_is_refused():
 def test_a_positive_prompt_without_a_token_map_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([[{"uuid": uuid.uuid4()}], [{"uuid": uuid.uuid4()}]])
+        run.bind([{"uuid": uuid.uuid4()}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance:") and "not encoded by Cones2ApplyResidual" in msg
     assert "Cones2 Apply Residual" in msg
@@ -300,7 +391,7 @@ def test_a_positive_prompt_without_a_token_map_is_refused():
 def test_a_layout_phrase_missing_from_the_prompt_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}], []])
+        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance: layout subject 'cat':")
     assert "the phrase 'cat' is not in the prompt" in msg and "dog" in msg
@@ -310,7 +401,7 @@ def test_a_missing_occurrence_is_refused():
     layout = Layout(64, 64, (LayoutSubject("dog", 2, box=Box(0, 0, 8, 8)),))
     run = make_run(layout=layout)
     with pytest.raises(LayoutGuidanceError, match="occurs 1 time"):
-        run.bind([[{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}], []])
+        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}])
 
 
 def test_subjects_sharing_a_token_are_refused():

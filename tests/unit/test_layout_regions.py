@@ -151,3 +151,14 @@ def test_fit_mask_rejects_another_aspect_ratio():
     with pytest.raises(LayoutError, match=r"the mask is 640x480 but the canvas is 512x512, a different aspect ratio "
                                           r"\(1.333 vs 1.000\)"):
         fit_mask(torch.ones(480, 640), 512, 512)
+
+
+def test_a_subject_keeps_its_own_copy_of_the_mask():
+    # a MASK view that a later node edits in place must not move the region
+    masks = torch.zeros(2, 16, 16)
+    masks[0, :8] = 1.0
+    layout = Layout(16, 16, (LayoutSubject("dog", mask=masks[0]),))
+    before = layout.region_masks(16, 16).clone()
+    masks[0].fill_(0.0)
+    assert torch.equal(layout.region_masks(16, 16), before) and before[0, :8].all()
+    assert layout.subjects[0].mask.dtype == torch.float32

@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
-from cones2.guidance.sigma_schedule import (
+from cones2.guidance.strength import (
     SigmaSchedule,
     StepRange,
     check_percents,
     eta,
     logit_std,
-    sigma_factor,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,8 +94,6 @@ def test_eta_schedules():
     assert official[2] == 0  # σ = 0: no bias at all
     torch.testing.assert_close(eta(SigmaSchedule.LOG_SIGMA, 0.5, sigma, None), 0.5 * torch.log(1 + sigma**2))
     torch.testing.assert_close(eta(SigmaSchedule.CONSTANT, 0.1, sigma, std), 0.1 * std)
-    torch.testing.assert_close(sigma_factor(SigmaSchedule.OFFICIAL, 0.08, sigma), 0.08 * torch.log(1 + sigma**2))
-    torch.testing.assert_close(sigma_factor(SigmaSchedule.CONSTANT, 0.08, sigma), torch.full((3,), 0.08))
     assert not SigmaSchedule.LOG_SIGMA.uses_std and SigmaSchedule.OFFICIAL.uses_std and SigmaSchedule.CONSTANT.uses_std
 
 

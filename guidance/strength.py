@@ -1,4 +1,4 @@
-"""How strongly the layout bias acts at each step: η(σ), the logits' std, and the step range.
+"""How strongly the layout bias acts: η(σ, std(S)), the logits' std, and the guided step range.
 
 Official (``layout_guidance.py``): ``bias = w · M · log(1 + σ²) · std(S)`` with ``S = Q·Kᵀ``
 per head, unscaled, and ``std`` over the whole logits tensor of the conditional pass
@@ -27,21 +27,17 @@ class SigmaSchedule(str, Enum):
         return self is not SigmaSchedule.LOG_SIGMA
 
 
-def sigma_factor(schedule: SigmaSchedule, weight: float, sigma: torch.Tensor) -> torch.Tensor:
-    """The part of η that depends only on σ, ``[B]`` float32: ``w·log(1 + σ²)``, or ``w`` (constant)."""
+def eta(schedule: SigmaSchedule, weight: float, sigma: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
+    """η per image, ``[B]`` float32: the factor that multiplies ``M`` (the one definition of η).
+
+    ``sigma``: ``[B]`` noise levels (k-diffusion σ; one value broadcasts over the batch);
+    ``std``: ``[B]`` logits std, or None when the schedule does not use it.
+    """
     sigma = sigma.float()
     if schedule is SigmaSchedule.CONSTANT:
-        return torch.full_like(sigma, float(weight))
-    return weight * torch.log1p(sigma * sigma)
-
-
-def eta(schedule: SigmaSchedule, weight: float, sigma: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-    """η per image, ``[B]`` float32: the factor that multiplies ``M``.
-
-    ``sigma``: ``[B]`` noise levels (k-diffusion σ); ``std``: ``[B]`` logits std, or None
-    when the schedule does not use it.
-    """
-    out = sigma_factor(schedule, weight, sigma)
+        out = torch.full_like(sigma, float(weight))
+    else:
+        out = weight * torch.log1p(sigma * sigma)
     if schedule.uses_std:
         out = out * std.float().to(out.device)
     return out

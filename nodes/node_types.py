@@ -1,0 +1,9 @@
+"""The pack's ComfyUI socket types and menu categories (type names are part of the workflow format)."""
+
+BINDINGS = "CONES2_BINDINGS"  # list of residual bindings, from Cones2LoadResidual / Cones2BindResidual
+RESIDUAL = "CONES2_RESIDUAL"  # a training.residual_file.Residual, e.g. from Cones2TrainResidual
+LAYOUT = "CONES2_LAYOUT"  # a guidance.layout.Layout
+
+CATEGORY = "cones2"
+LAYOUT_CATEGORY = "cones2/layout"
+TRAINING_CATEGORY = "cones2/training"
