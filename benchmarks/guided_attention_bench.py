@@ -56,7 +56,7 @@ def main():
     L = sys.modules[f"{pack}.guidance.layout"]
     prompt_tokens = sys.modules[f"{pack}.guidance.prompt_tokens"]
     strength = sys.modules[f"{pack}.guidance.strength"]
-    patch = sys.modules[f"{pack}.nodes.guidance_patch"]
+    patch = sys.modules[f"{pack}.comfy_adapters.guidance_patch"]
 
     if args.attention:
         attention.optimized_attention = attention.optimized_attention_masked = getattr(

@@ -11,7 +11,7 @@ variant under 10 minutes and 12 GB on one H100.
 On a CPU: the tiny test checkpoint at 64 px and a few steps: throughput and ratios only,
 nothing like GPU numbers.
 
-Variants (all through nodes/comfy_training.train_with_comfy, the code the node runs):
+Variants (all through comfy_adapters/training.train_with_comfy, the code the node runs):
 - baseline: what the authors' script does per step, at 512 px: fp32 UNet, no activation
   checkpointing, the whole encoder, their regularizer on the bare prompt;
 - official-fast: the same method as the baseline with this pack's engineering (bf16
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from pack_alias import import_pack_core
 
     import_pack_core()
-    from cones2.nodes.comfy_training import train_with_comfy, training_mode
+    from cones2.comfy_adapters.training import train_with_comfy, training_mode
     from cones2.training.trainer import TrainSettings
 
     steps = args.steps or (40 if gpu else 3)

@@ -1,7 +1,7 @@
 """ComfyUI node classes of the pack, one module per feature group."""
 
+from ..comfy_adapters.folders import register_model_folders
 from . import layout_guidance_nodes, layout_nodes, residual_nodes, training_nodes
-from .model_folders import register_model_folders
 
 register_model_folders()
 

@@ -9,12 +9,12 @@ import latent_preview
 
 import nodes as comfy_nodes
 
+from ..comfy_adapters.guidance_patch import apply_layout_guidance, step_range
+from ..comfy_adapters.self_recurrent_sampler import SelfRecurrentSampler, check_self_recurrent_sampler
 from ..guidance.attention_bias import SuppressionScope
 from ..guidance.layout_guidance import DEFAULT_SUPPRESSION, DEFAULT_WEIGHT, GuidanceSettings
 from ..guidance.strength import SigmaSchedule
-from .guidance_patch import apply_layout_guidance, step_range
 from .node_types import CATEGORY, LAYOUT
-from .self_recurrent_sampler import SelfRecurrentSampler, check_self_recurrent_sampler
 
 
 def guidance_inputs() -> dict:

@@ -6,6 +6,7 @@ import os
 
 import folder_paths
 
+from ..comfy_adapters.folders import RESIDUALS
 from ..guidance import conditioning_keys
 from ..guidance.prompt_tokens import PhraseNotFoundError, PromptTokens
 from ..guidance.residual_placement import (
@@ -15,7 +16,6 @@ from ..guidance.residual_placement import (
     locate_bindings,
 )
 from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
-from .model_folders import RESIDUALS
 from .node_types import BINDINGS, CATEGORY, RESIDUAL
 
 BINDING_INPUTS = {

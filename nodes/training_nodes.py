@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import comfy.model_management
 import comfy.utils
-import folder_paths
 
+from ..comfy_adapters.folders import (
+    CHECKPOINT_SUBFOLDER,
+    checkpoint_dir,
+    checkpoint_names,
+    new_checkpoint_path,
+    residual_save_dir,
+)
+from ..comfy_adapters.loss_plot import loss_plot_image
+from ..comfy_adapters.training import train_with_comfy, training_mode
 from ..training.errors import TrainingError, TrainingInputError
 from ..training.file_names import slug
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
-from ..training.train_checkpoint import SUFFIX
 from ..training.trainer import (
     DEFAULT_PROMPT,
     LOW_MEMORY_HINT,
@@ -24,38 +30,13 @@ from ..training.trainer import (
     TrainSettings,
     residual_training_info,
 )
-from .comfy_training import train_with_comfy, training_mode
-from .loss_plot import loss_plot_image
-from .model_folders import residual_save_dir
 from .node_types import RESIDUAL
 from .node_types import TRAINING_CATEGORY as CATEGORY
 
 log = logging.getLogger("cones2")
 
-CHECKPOINT_SUBFOLDER = "cones2_training"
 NO_RESUME = "none"
 DEFAULTS = TrainSettings()
-
-
-def checkpoint_dir() -> Path:
-    """Where training checkpoints go: ``output/cones2_training`` (run state, not a model)."""
-    return Path(folder_paths.get_output_directory()) / CHECKPOINT_SUBFOLDER
-
-
-def checkpoint_names() -> list[str]:
-    folder = checkpoint_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
-
-
-def new_checkpoint_path(phrase: str) -> Path:
-    folder = checkpoint_dir()
-    stem = slug(phrase)
-    k = 1
-    while (folder / f"{stem}_{k:05d}{SUFFIX}").exists():
-        k += 1
-    return folder / f"{stem}_{k:05d}{SUFFIX}"
 
 
 class Cones2TrainResidual:

@@ -198,10 +198,9 @@ def main(argv=None) -> int:
     import comfy.sd
     import folder_paths
     import torch
-    from cones2.nodes.comfy_training import train_with_comfy, training_mode
-    from cones2.nodes.loss_plot import loss_plot_image
-    from cones2.nodes.model_folders import residual_save_dir
-    from cones2.nodes.training_nodes import new_checkpoint_path
+    from cones2.comfy_adapters.folders import new_checkpoint_path, residual_save_dir
+    from cones2.comfy_adapters.loss_plot import loss_plot_image
+    from cones2.comfy_adapters.training import train_with_comfy, training_mode
     from cones2.training.errors import TrainingError
     from cones2.training.file_names import slug
     from cones2.training.residual_file import make_residual

@@ -69,6 +69,10 @@ def cached_checkpoint(stem: str, version: str, config: dict, build: Callable[[],
     if not path.exists():
         from safetensors.torch import save_file
 
+        from .host import load_host
+
+        load_host()  # build() uses ComfyUI's own classes: a fresh process may not have imported them yet
+
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         save_file(build(), str(tmp), metadata={"builder": version})
         os.replace(tmp, path)

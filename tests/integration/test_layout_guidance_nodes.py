@@ -569,7 +569,7 @@ def test_an_existing_attn2_replacement_is_chained_not_dropped(host, parts):
 
 
 def test_applying_guidance_twice_replaces_the_first(host, parts):
-    gp = pack_module(host, "nodes.guidance_patch")
+    gp = pack_module(host, "comfy_adapters.guidance_patch")
     once = guide(host, parts["model"], parts["layout"])
     twice = guide(host, once, parts["layout"])
     for patch in twice.model_options["transformer_options"]["patches_replace"]["attn2"].values():
@@ -579,7 +579,7 @@ def test_applying_guidance_twice_replaces_the_first(host, parts):
 
 
 def test_guidance_finds_every_cross_attention_block_of_the_unet(host, parts):
-    gp = pack_module(host, "nodes.guidance_patch")
+    gp = pack_module(host, "comfy_adapters.guidance_patch")
     blocks = gp.cross_attention_blocks(parts["model"])
     plain, probe = probed(parts["model"])
     ksampler(host, plain, parts, steps=1)

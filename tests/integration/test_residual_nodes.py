@@ -73,7 +73,7 @@ def test_pack_loads_with_its_nodes_and_models_folder(host):
     assert paths[0] == str(host.base_dir / "models" / RESIDUALS)
     assert {".safetensors", ".pt"} <= exts
     # the folder lists what load_residual reads, from one list
-    assert pack_module(host, "nodes.model_folders").RESIDUAL_EXTENSIONS == set(
+    assert pack_module(host, "comfy_adapters.folders").RESIDUAL_EXTENSIONS == set(
         pack_module(host, "training.residual_file").SUFFIXES)
 
 
@@ -87,7 +87,7 @@ def test_extra_model_paths_yaml_adds_folders_in_either_order(host, residual_dir,
     yaml = tmp_path / "extra_model_paths.yaml"
     yaml.write_text(f"mine:\n    base_path: {tmp_path}\n    cones2_residuals: more_residuals\n")
     utils.extra_config.load_extra_path_config(str(yaml))
-    pack_module(host, "nodes.model_folders").register_model_folders()  # as if the pack loaded after the yaml
+    pack_module(host, "comfy_adapters.folders").register_model_folders()  # as if the pack loaded after the yaml
     paths = host.folder_paths.get_folder_paths(RESIDUALS)
     assert paths[0] == str(residual_dir) and str(extra) in paths
     assert "yaml_cat.safetensors" in host.folder_paths.get_filename_list(RESIDUALS)

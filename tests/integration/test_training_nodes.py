@@ -65,7 +65,7 @@ def first_step_loss_through_comfyui(host, model, clip, vae, images, seed, prompt
     import comfy.model_management
     import comfy.model_sampling
 
-    tc = pack_module(host, "nodes.comfy_training")
+    tc = pack_module(host, "comfy_adapters.training")
     tr = pack_module(host, "training.trainer")
     si = pack_module(host, "training.subject_images")
     comfy.model_management.load_models_gpu([model])  # applies object patches (ModelSamplingDiscrete)
@@ -190,7 +190,7 @@ def test_cancel_stops_within_one_step_and_leaves_no_partial_file(host, sd2):
     import comfy.model_management
 
     model, clip, vae = sd2
-    tn = pack_module(host, "nodes.training_nodes")
+    tn = pack_module(host, "comfy_adapters.folders")
     before = set(tn.checkpoint_names())
     with ProgressLog(interrupt_at=1) as progress, pytest.raises(comfy.model_management.InterruptProcessingException):
         train(host, model, clip, vae, phrase="robot toy", steps=20, checkpoint_every=1)

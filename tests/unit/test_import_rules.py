@@ -27,3 +27,30 @@ def third_party_imports(path: Path) -> set[str]:
 def test_the_core_imports_only_what_the_table_allows(folder):
     found = {f.name: third_party_imports(f) - ALLOWED[folder] for f in sorted((ROOT / folder).glob("*.py"))}
     assert {name: extra for name, extra in found.items() if extra} == {}
+
+
+def pack_imports(path: Path) -> set[str]:
+    """The pack's top-level folders a module imports: relative (``from ..nodes``) or through the alias."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.level >= 2 or (node.level == 1 and path.parent == ROOT):
+                names.add(node.module.split(".")[0])
+            elif node.level == 0 and node.module.startswith("cones2."):
+                names.add(node.module.split(".")[1])
+    return names
+
+
+FORBIDDEN_PACK_IMPORTS = {  # folder -> pack folders it must not import
+    "guidance": {"nodes", "comfy_adapters", "training"},
+    "training": {"nodes", "comfy_adapters"},
+    "comfy_adapters": {"nodes"},
+    "scripts": {"nodes"},
+    "benchmarks": {"nodes"},
+}
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN_PACK_IMPORTS))
+def test_each_room_imports_only_the_rooms_below_it(folder):
+    found = {f.name: pack_imports(f) & FORBIDDEN_PACK_IMPORTS[folder] for f in sorted((ROOT / folder).glob("*.py"))}
+    assert {name: bad for name, bad in found.items() if bad} == {}

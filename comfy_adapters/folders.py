@@ -1,0 +1,49 @@
+"""The pack's folders: the residual model folder (registered with folder_paths) and training checkpoints."""
+
+import os
+from pathlib import Path
+
+import folder_paths
+
+from ..training.file_names import slug
+from ..training.residual_file import SUFFIXES
+from ..training.train_checkpoint import SUFFIX
+
+RESIDUALS = "cones2_residuals"
+RESIDUAL_EXTENSIONS = set(SUFFIXES)  # what load_residual reads
+CHECKPOINT_SUBFOLDER = "cones2_training"
+
+
+def register_model_folders() -> None:
+    """Register ``models/cones2_residuals``, keeping paths already set by extra_model_paths.yaml."""
+    default = os.path.join(folder_paths.models_dir, RESIDUALS)
+    paths, extensions = folder_paths.folder_names_and_paths.get(RESIDUALS, ([], set()))
+    if default not in paths:
+        paths = [default, *paths]
+    folder_paths.folder_names_and_paths[RESIDUALS] = (paths, set(extensions) | RESIDUAL_EXTENSIONS)
+
+
+def residual_save_dir() -> str:
+    """Where new residuals are written: the folder's first (default) path."""
+    return folder_paths.get_folder_paths(RESIDUALS)[0]
+
+
+def checkpoint_dir() -> Path:
+    """Where training checkpoints go: ``output/cones2_training`` (run state, not a model)."""
+    return Path(folder_paths.get_output_directory()) / CHECKPOINT_SUBFOLDER
+
+
+def checkpoint_names() -> list[str]:
+    folder = checkpoint_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+
+
+def new_checkpoint_path(phrase: str) -> Path:
+    folder = checkpoint_dir()
+    stem = slug(phrase)
+    k = 1
+    while (folder / f"{stem}_{k:05d}{SUFFIX}").exists():
+        k += 1
+    return folder / f"{stem}_{k:05d}{SUFFIX}"
