@@ -218,14 +218,14 @@ pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-predict
 def official_example() -> Graph:
     """(e) The authors' inference example (our own layout image); the converter's template."""
     # The authors' sampler: diffusers' LMS at order 1 (= Euler), 50 steps, CFG 7.5, 768x768, seeds 0-3.
-    # scripts/convert_official_config.py fills this graph's API form with a config's values.
+    # devtools/convert_official_config.py fills this graph's API form with a config's values.
     prompt, weight, suppression = "a mug and a dog on the beach", 0.08, -1e8
     steps, cfg, size, sampler, scheduler = 50, 7.5, 768, "euler", "normal"
     g = Graph("official_example")
     g.note(f"""\
 ## The authors' inference example
 
-Converted from the authors' config by `scripts/convert_official_config.py`: their prompt,
+Converted from the authors' config by `devtools/convert_official_config.py`: their prompt,
 residuals bound to the token positions of their `subject_list`, their colour layout and
 γ+, guidance weight {weight:g} and suppression {suppression:g}, and
 their sampler: {steps} steps of {sampler} ({scheduler}), CFG {cfg}, {size}x{size}, self-recurrence on guided

@@ -13,29 +13,10 @@ server reports them, else it follows the run through /history. Exit status: 0 do
 server refused the graph or a node failed; 2 bad command line, unreadable workflow, or no
 server. Ctrl-C cancels the run on the server.
 
-Convenience flags pick their nodes as follows (``--set`` reaches any input of any node; it is
-applied after them, so it wins):
-
---seed S          every node with an INT input ``seed`` or ``noise_seed``. ``0-3`` or ``0,5,9``
-                  runs the graph once per seed.
---prompt TEXT     the ``text`` of the node that feeds every ``positive`` input (through
-                  conditioning-only nodes such as ConditioningCombine); it must be one node.
---negative TEXT   the same for ``negative``.
---checkpoint NAME every node with a ``ckpt_name`` input.
---residual [KEY=]FILE  ``residual_name`` of the Cones2LoadResidual node whose ``phrase`` is KEY
-                  (``dog#2``: phrase and occurrence), else whose current file name (with or
-                  without extension) is KEY, else the node KEY selects (id or title). Without
-                  KEY the workflow must have one Cones2LoadResidual.
---box LINE        repeatable; the lines replace ``boxes`` of the one Cones2LayoutBoxes node.
---image [SEL=]PATH  uploads PATH and sets ``image`` of the node SEL selects, or of the one
-                  LoadImage/LoadImageMask node.
---set SEL.INPUT=VALUE  SEL: ``id:5``, ``title:Text``, ``class:KSampler``, or bare (an id, else
-                  a title, else a class; case-insensitive for titles). Every node SEL matches is
-                  set. VALUE takes the type of the input's current value (text stays text);
-                  use --set-json to give JSON.
-
-A LoadImage/LoadImageMask image that the server does not have is uploaded if a file of that name
-is beside the workflow, or in an ``images/`` folder beside it or beside its parent folder.
+The flags that set inputs (--seed, --prompt, --residual, --box, --set, ...) and how each picks its
+node: README.md, "Run headless", or --help. A LoadImage/LoadImageMask image that the server does
+not have is uploaded if a file of that name is beside the workflow, or in an ``images/`` folder
+beside it or beside its parent folder.
 """
 
 from __future__ import annotations
@@ -103,13 +84,12 @@ class Client:
             raise ServerUnreachable(f"no ComfyUI server answers at {self.url} ({reason}); start ComfyUI "
                                     "(python main.py) or pass --server URL") from None
 
-    def get_json(self, route: str) -> Any:
-        with self._open(self.url + route) as r:
-            return json.loads(r.read())
-
-    def get_bytes(self, route: str) -> bytes:
+    def get(self, route: str) -> bytes:
         with self._open(self.url + route) as r:
             return r.read()
+
+    def get_json(self, route: str) -> Any:
+        return json.loads(self.get(route))
 
     def post_json(self, route: str, payload: Any) -> tuple[int, Any]:
         req = urllib.request.Request(self.url + route, data=json.dumps(payload).encode(),
@@ -129,10 +109,8 @@ class Client:
         """Raise ServerUnreachable unless a ComfyUI answers."""
         try:
             self.get_json("/system_stats")
-        except urllib.error.HTTPError as e:
-            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats: HTTP {e.code})") from None
-        except json.JSONDecodeError:
-            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats is not JSON)") from None
+        except (urllib.error.HTTPError, json.JSONDecodeError):
+            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (no /system_stats)") from None
 
     def upload_image(self, path: Path) -> str:
         """Upload a local image to the server's input folder; return the name LoadImage takes.
@@ -220,25 +198,21 @@ def select_nodes(api: dict, selector: str) -> list[str]:
     raise UsageError(f"no node matches {selector!r}; the workflow has: " + "; ".join(describe(api, k) for k in api))
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def coerce(raw: str, current: Any, where: str) -> Any:
     """The command-line text ``raw`` as a value of the type of the input's current value."""
     if isinstance(current, bool):
-        low = raw.strip().lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise UsageError(f"{where} is true/false; got {raw!r}")
-    if isinstance(current, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise UsageError(f"{where} is a whole number; got {raw!r}") from None
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise UsageError(f"{where} is a number; got {raw!r}") from None
+        if raw.strip().lower() not in BOOLEANS:
+            raise UsageError(f"{where} is true/false; got {raw!r}")
+        return BOOLEANS[raw.strip().lower()]
+    for kind, name in ((int, "a whole number"), (float, "a number")):
+        if isinstance(current, kind):
+            try:
+                return kind(raw)
+            except ValueError:
+                raise UsageError(f"{where} is {name}; got {raw!r}") from None
     if isinstance(current, str):
         return raw
     if isinstance(current, list):
@@ -530,36 +504,6 @@ def format_execution_error(msg: dict, api: dict, verbose: bool = False) -> str:
 
 # --- running ------------------------------------------------------------------------------
 
-class Progress:
-    """Prints what the server reports: node starts, sampler steps (every 10%), cached nodes."""
-
-    def __init__(self, api: dict, quiet: bool = False, stream=sys.stderr):
-        self.api, self.quiet, self.stream = api, quiet, stream
-        self.done_nodes = 0
-        self.last_pct: dict[str, int] = {}
-
-    def _print(self, text: str) -> None:
-        if not self.quiet:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def cached(self, nodes: list) -> None:
-        if nodes:
-            self.done_nodes += len(nodes)
-            self._print(f"cached: {', '.join(str(n) for n in nodes)}")
-
-    def executing(self, node_id: str) -> None:
-        self.done_nodes += 1
-        label = describe(self.api, node_id) if node_id in self.api else f"node {node_id}"
-        self._print(f"[{min(self.done_nodes, len(self.api))}/{len(self.api)}] {label}")
-
-    def progress(self, node_id: str, value: int, maximum: int) -> None:
-        pct = int(100 * value / maximum) if maximum else 100
-        if value >= maximum or pct - self.last_pct.get(node_id, -100) >= 10:
-            self.last_pct[node_id] = pct
-            self._print(f"    step {value}/{maximum}")
-
-
 def submit(client: Client, api: dict) -> str:
     status, body = client.post_json("/prompt", {"prompt": api, "client_id": client.client_id})
     if status != 200:
@@ -567,8 +511,10 @@ def submit(client: Client, api: dict) -> str:
     return body["prompt_id"]
 
 
-def follow(ws, api: dict, prompt_id: str, progress: Progress, verbose: bool, deadline: float | None) -> None:
-    """Report the server's messages for ``prompt_id`` until it ends; raise RunFailed on an error."""
+def follow(ws, api: dict, prompt_id: str, say, verbose: bool, deadline: float | None) -> None:
+    """Print the server's messages for ``prompt_id`` (nodes, cached nodes, sampler steps every 10%) until
+    it ends; raise RunFailed on an error."""
+    done, last_pct = 0, {}
     ws.settimeout(2.0)
     while deadline is None or time.monotonic() < deadline:
         try:
@@ -583,12 +529,18 @@ def follow(ws, api: dict, prompt_id: str, progress: Progress, verbose: bool, dea
         kind, body = msg.get("type"), msg.get("data") or {}
         if body.get("prompt_id") not in (None, prompt_id):
             continue
-        if kind == "execution_cached":
-            progress.cached(body.get("nodes") or [])
+        if kind == "execution_cached" and body.get("nodes"):
+            done += len(body["nodes"])
+            say(f"cached: {', '.join(map(str, body['nodes']))}")
         elif kind == "executing" and body.get("node") is not None:
-            progress.executing(str(body.get("display_node") or body["node"]))
+            node_id, done = str(body.get("display_node") or body["node"]), done + 1
+            say(f"[{min(done, len(api))}/{len(api)}] " + (describe(api, node_id) if node_id in api else f"node {node_id}"))
         elif kind == "progress":
-            progress.progress(str(body.get("node")), int(body.get("value", 0)), int(body.get("max", 0)))
+            node_id, value, maximum = str(body.get("node")), int(body.get("value", 0)), int(body.get("max", 0))
+            pct = int(100 * value / maximum) if maximum else 100
+            if value >= maximum or pct - last_pct.get(node_id, -100) >= 10:
+                last_pct[node_id] = pct
+                say(f"    step {value}/{maximum}")
         elif kind == "execution_error":
             raise RunFailed(format_execution_error(body, api, verbose))
         elif kind in ("execution_interrupted", "execution_success") or (kind == "executing" and body.get("node") is None
@@ -596,12 +548,11 @@ def follow(ws, api: dict, prompt_id: str, progress: Progress, verbose: bool, dea
             return
 
 
-def wait(client: Client, api: dict, prompt_id: str, ws, progress: Progress, timeout: float | None,
-         verbose: bool = False) -> dict:
+def wait(client: Client, api: dict, prompt_id: str, ws, say, timeout: float | None, verbose: bool = False) -> dict:
     """Follow the run (websocket messages, when there is a connection) and return its /history entry."""
     deadline = time.monotonic() + timeout if timeout else None
     if ws is not None:
-        follow(ws, api, prompt_id, progress, verbose, deadline)
+        follow(ws, api, prompt_id, say, verbose, deadline)
     while deadline is None or time.monotonic() < deadline:
         entry = client.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
         status = (entry or {}).get("status") or {}
@@ -627,7 +578,7 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
                 for item in items:
                     query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                                                     "type": item.get("type", "output")})
-                    data = client.get_bytes(f"/view?{query}")
+                    data = client.get(f"/view?{query}")
                     target = _free_name(out_dir / Path(item["filename"]).name)
                     target.write_bytes(data)
                     files.append(target)
@@ -638,13 +589,9 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
 
 
 def _free_name(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 100000):
-        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise RunFailed(f"error: too many files named like {path}")
+    """``path``, else ``stem-1.ext``, ``stem-2.ext``, ...: never over an existing file."""
+    candidates = (path.with_name(f"{path.stem}-{i}{path.suffix}") if i else path for i in range(100000))
+    return next(c for c in candidates if not c.exists())
 
 
 def cancel(client: Client, prompt_id: str) -> None:
@@ -737,8 +684,7 @@ def main(argv: list[str] | None = None) -> int:
                 prompt_id = submit(client, run_api)
                 say(f"queued {args.workflow.name}" + (f" (seed {seed})" if seed is not None else "")
                     + f" as prompt {prompt_id}")
-                entry = wait(client, run_api, prompt_id, ws, Progress(run_api, args.quiet), args.timeout or None,
-                             args.verbose)
+                entry = wait(client, run_api, prompt_id, ws, say, args.timeout or None, args.verbose)
                 prompt_id = None
             finally:
                 if ws is not None:

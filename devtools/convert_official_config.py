@@ -1,7 +1,8 @@
-#!/usr/bin/env python3
 """Convert the authors' Cones 2 inference config (JSON + layout PNG + .pt residuals) to a workflow of this pack.
 
-    python scripts/convert_official_config.py guidance_config_example.json -o my_example/ \\
+From the root of a clone of the repository (a developer tool: not in the published pack):
+
+    python -m devtools.convert_official_config guidance_config_example.json -o my_example/ \\
         [--residuals-dir DIR] [--layout PNG] [--comfyui ~/ComfyUI] [--checkpoint NAME]
 
 Writes ``OUT/api/NAME.json`` (API format: the shipped workflows/api/official_example.json with
@@ -12,29 +13,9 @@ and converts each residual the config uses to ``<subject>.safetensors`` in the r
 
     python scripts/run_workflow.py OUT/api/NAME.json --seed 0-3
 
-How the config maps (the authors' inference.py and layout_guidance.py):
-
-- ``prompt`` -> Cones2ApplyResidual's text; an empty negative prompt (CLIPTextEncode "").
-- ``subject_list`` [name, token index] + ``residual_dict`` -> a chain of Cones2LoadResidual, one
-  per entry. The hand-counted index (0 = the start token) becomes the word at that index and its
-  occurrence in the prompt: exact with CLIP's tokenizer (``--comfyui`` or $COMFYUI_PATH, read
-  with transformers), else counting one token per word, which is right unless a word before
-  the index splits into several tokens (a warning says so when the word found is not the
-  subject's name; ``--bind NAME=PHRASE#N`` sets a binding by hand).
-- ``color_context`` {"R,G,B": [phrase, γ+]} -> Cones2LayoutFromColorMap lines ``R,G,B: phrase γ+``
-  with tolerance 0, the authors' exact colour match. The authors' code puts a colour's region
-  on every occurrence of its phrase; here it goes on the first (a warning names any other).
-- ``guidance_weight`` -> weight; ``weight_negative`` -> suppression; ``guidance_steps`` of 50 ->
-  end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
-  which leaves sampling unguided, end_percent 1, no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
-  here it is the sampler's own σ (the same when guidance_steps is 50).
-- Their sampler: diffusers' LMSDiscreteScheduler, 50 steps, CFG 7.5, 768x768, seeds 0..3 ->
-  Cones2LayoutGuidedSampler with euler/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed
-  0 (run seeds 0-3 with the runner). Euler, not lms: their loop calls
-  ``scheduler.step(noise_pred, t, latents, 1)``, and the 4th argument of
-  ``LMSDiscreteScheduler.step`` (diffusers 0.13.1, their requirements.txt) is ``order``; a
-  first-order linear multistep step is x + (sigma_next - sigma) * d, Euler's step. Their
-  timesteps, 50 evenly spaced from 999 to 0, are the normal scheduler's.
+How each field maps, and why their LMS sampler becomes Euler here: README.md, "The authors'
+inference configs". The sampler settings are the shipped official_example workflow's
+(devtools/workflow_specs.py); this tool puts the config's values into a copy of it.
 """
 
 from __future__ import annotations
@@ -49,11 +30,6 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-if __package__:  # imported as cones2.scripts.convert_official_config (tests)
-    from .pack_alias import import_pack_core
-else:  # run as a file: Python put scripts/ first on sys.path
-    from pack_alias import import_pack_core
 
 DEFAULT_CHECKPOINT = "v2-1_768-ema-pruned.safetensors"  # SD2.1 768 v, the model the authors used
 # The authors' graph with their sampler settings (devtools/workflow_specs.py: official_example).
@@ -149,8 +125,7 @@ def clip_tokenizer(comfyui: Path | None) -> Tokenize | None:
 
 
 def _prompt_tokens():
-    """The pack's guidance.prompt_tokens, through the ``cones2`` alias."""
-    import_pack_core()
+    """The pack's guidance.prompt_tokens, through the ``cones2`` alias (set up by the entry point)."""
     from cones2.guidance import prompt_tokens
 
     return prompt_tokens
@@ -320,7 +295,6 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite existing residual files")
     args = p.parse_args(argv)
 
-    import_pack_core()
     from cones2.training.residual_file import ResidualFileError, convert_to_safetensors
 
     try:
@@ -404,4 +378,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from scripts.pack_alias import import_pack_core  # run from the checkout's root: python -m devtools....
+
+    import_pack_core()
     sys.exit(main())
