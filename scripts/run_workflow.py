@@ -360,22 +360,14 @@ def set_residual(api: dict, spec: str) -> list[str]:
         chosen = loaders
     else:
         phrase, _, occ = key.partition("#")
-        phrase = phrase.strip().lower()
-
-        def by_phrase(k):
-            inputs = api[k].get("inputs", {})
-            if str(inputs.get("phrase", "")).strip().lower() != phrase:
-                return False
-            return not occ or str(inputs.get("occurrence", 1)) == occ.strip()
-
-        chosen = [k for k in loaders if by_phrase(k)]
-        if not chosen:
-            chosen = [k for k in loaders if _stem(str(api[k].get("inputs", {}).get("residual_name", ""))) == _stem(key)]
-        if not chosen:
-            try:
-                chosen = [k for k in select_nodes(api, key) if k in loaders]
-            except UsageError:
-                chosen = []
+        inputs = {k: api[k].get("inputs", {}) for k in loaders}
+        chosen = [k for k in loaders if str(inputs[k].get("phrase", "")).strip().lower() == phrase.strip().lower()
+                  and (not occ or str(inputs[k].get("occurrence", 1)) == occ.strip())]
+        chosen = chosen or [k for k in loaders if _stem(str(inputs[k].get("residual_name", ""))) == _stem(key)]
+        try:
+            chosen = chosen or [k for k in select_nodes(api, key) if k in loaders]
+        except UsageError:
+            pass
         if len(chosen) != 1:
             listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
                                 f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name')!r}"

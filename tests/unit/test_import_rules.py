@@ -139,3 +139,11 @@ def test_no_tool_test_or_benchmark_edits_sys_path_for_the_packs_own_folders():
              for f in (ROOT / d).rglob("*.py") if "node_modules" not in f.parts]
     found = {(str(f.relative_to(ROOT)), fn) for f in files for fn in sys_path_edits(f)}
     assert found - COMFYUI_ON_PATH == set()
+
+
+USER_TOOLS_BUDGET = 1150  # lines: "at most about 1,000" (issue 12); the user tools are what ships in scripts/
+
+
+def test_the_user_tools_stay_small():
+    lines = {f.name: len(f.read_text(encoding="utf-8").splitlines()) for f in sorted((ROOT / "scripts").glob("*.py"))}
+    assert sum(lines.values()) <= USER_TOOLS_BUDGET, lines
