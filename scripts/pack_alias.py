@@ -1,20 +1,10 @@
-"""Import this checkout as the package ``cones2`` without running its ``__init__``.
+"""Import this checkout as the package ``cones2`` without running its ``__init__`` (which needs ComfyUI).
 
-The one implementation of the alias. The pack's root ``__init__`` registers ComfyUI nodes, so
-it only runs inside ComfyUI; through the alias the pure core (``cones2.guidance``,
-``cones2.training``) imports anywhere, the adapters (``cones2.comfy_adapters``) once ComfyUI
-is importable, and the tools as ``cones2.scripts.*`` / ``cones2.devtools.*``. How each caller
-reaches this file without a ``sys.path`` edit:
-
-- a user tool run as a file (``python scripts/run_workflow.py``): Python puts ``scripts/``
-  first on ``sys.path`` for it, so ``import pack_alias`` is a plain sibling import;
-- a developer entry point run as a module from the checkout's root (``python -m pytest``,
-  ``python -m benchmarks.train_speed``): ``import scripts.pack_alias``;
-- the test support loads it by file location (tests/cones2_test_support/pack.py).
-
-The checkout's root itself must never be on ``sys.path`` once ComfyUI is imported: its
-``nodes/`` and ``tests/`` would shadow ComfyUI's own top-level ``nodes`` and ``tests``.
-``python -m`` puts the current folder there, so ``import_pack_core`` takes it off again.
+The one implementation of the alias. A user tool run as a file imports it as its sibling
+(``scripts/`` is first on sys.path then); developer entry points run from the checkout's root
+import ``scripts.pack_alias``; the tests load it by file location. The checkout's root must
+never stay on sys.path (its ``nodes/`` and ``tests/`` would shadow ComfyUI's): ``python -m``
+puts the current folder there, so ``import_pack_core`` takes it off. DEVELOPERS.md says why.
 """
 
 from __future__ import annotations
