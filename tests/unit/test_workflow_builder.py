@@ -175,5 +175,13 @@ def schemas_and_graph(draw):
 def test_every_built_graph_has_matching_ui_and_api_forms(case):
     schemas, g = case
     api, ui = g.to_api(schemas), g.to_ui(schemas)
+    for node in ui["nodes"]:
+        if node["type"] in schemas:  # each widget slot holds the API input of its name (the frontend reads it so)
+            layout = wf.widget_layout(schemas[node["type"]])
+            assert len(node["widgets_values"]) == len(layout)
+            linked = {i["name"] for i in node["inputs"] if "widget" in i}
+            inputs = api[str(node["id"])]["inputs"]
+            assert {k: v for k, v in zip(layout, node["widgets_values"], strict=True) if k and k not in linked} == {
+                k: v for k, v in inputs.items() if k in layout and k not in linked}
     assert wf.structural_diff(ui, api) == []
     assert wf.validate_api(api, schemas) == []
