@@ -1,6 +1,6 @@
 """One cross-attention layer of SD2 with layout guidance, per attention path: times and ratios.
 
-    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python benchmarks/guided_attention_bench.py \
+    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python -m benchmarks.guided_attention_bench \
         [--size 512] [--repeats 20] [--dtype float32|float16|bfloat16] [--device cpu|cuda] [--attention pytorch]
 
 For each cross-attention shape of the SD2 UNet at ``--size`` (positive + negative chunk,
@@ -20,13 +20,11 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test support's in-process ComfyUI host
+from scripts.pack_alias import import_pack_core  # run from the checkout's root: python -m benchmarks.X
 
-from cones2_test_support.host import load_host  # noqa: E402
-from cones2_test_support.pack import import_pack_core  # noqa: E402
+import_pack_core()
+from cones2.devtools.comfy_host import load_host  # noqa: E402
 
 # SD2's UNet: (latent downsampling, heads of 64 channels, transformer blocks with that shape)
 LEVELS = [(1, 5, 5), (2, 10, 5), (4, 20, 5), (8, 20, 1)]

@@ -1,6 +1,6 @@
 """Guided vs unguided sampling of the same graph, in one process: wall-time and peak-memory ratios.
 
-    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python benchmarks/layout_guidance_bench.py \
+    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python -m benchmarks.layout_guidance_bench \
         [--ckpt sd2.1.safetensors] [--size 512] [--steps 20] [--repeats 3] [--path explicit|masked]
 
 Both runs sample ``CheckpointLoaderSimple -> Cones2ApplyResidual -> KSampler`` with the same
@@ -24,12 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # the cones2 alias
-sys.path.insert(0, str(ROOT / "tests"))  # the test support's in-process ComfyUI host
+from scripts.pack_alias import import_pack_core  # run from the checkout's root: python -m benchmarks.X
 
-from cones2_test_support.host import load_host  # noqa: E402
-from pack_alias import import_pack_core  # noqa: E402
+import_pack_core()
+from cones2.devtools.comfy_host import load_host  # noqa: E402
 
 
 def _glibc():
@@ -117,7 +115,7 @@ def main():
     if args.ckpt:
         source = Path(args.ckpt).resolve()
     else:
-        from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
+        from cones2.devtools.tiny_sd2 import tiny_sd2_checkpoint
 
         source = tiny_sd2_checkpoint()
     link = folder / source.name

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training speed and memory: the pack's training path against an authors-like baseline, same process.
 
-    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python benchmarks/train_speed.py [--checkpoint sd21.safetensors]
+    COMFYUI_PATH=~/ComfyUI ~/ComfyUI/.venv/bin/python -m benchmarks.train_speed [--checkpoint sd21.safetensors]
 
 On a GPU: 512 px, the full-size SD2 UNet (a real checkpoint, or random weights of the exact
 SD2.1 architecture, which cost the same time), timing N steps of each variant, projecting
@@ -30,9 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+from scripts.pack_alias import (
+    import_pack_core,  # run from the checkout's root: python -m benchmarks.train_speed
+)
+
+import_pack_core()
 
 SD21_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
@@ -46,8 +48,8 @@ SD21_UNET = {
 
 def random_full_sd2() -> Path:
     """A cached checkpoint with random weights and the exact SD2.1 UNet architecture (speed = the real one)."""
-    from cones2_test_support.tiny_checkpoints import cached_checkpoint
-    from cones2_test_support.tiny_sd2 import build_state_dict
+    from cones2.devtools.tiny_checkpoints import cached_checkpoint
+    from cones2.devtools.tiny_sd2 import build_state_dict
 
     return cached_checkpoint("random-full-sd21", "random-full-sd21-v1", SD21_UNET, lambda: build_state_dict(SD21_UNET))
 
@@ -63,7 +65,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.comfyui:
         p.error("set COMFYUI_PATH or pass --comfyui")
-    sys.path.insert(0, str(Path(args.comfyui).expanduser().resolve()))
+    from cones2.devtools.comfy_host import comfyui_on_path
+
+    comfyui_on_path(Path(args.comfyui).expanduser().resolve())
     import comfy.cli_args
     import torch
 
@@ -72,9 +76,6 @@ def main(argv=None) -> int:
         comfy.cli_args.args.cpu = True
     import comfy.model_management
     import comfy.sd
-    from pack_alias import import_pack_core
-
-    import_pack_core()
     from cones2.comfy_adapters.training import train_with_comfy, training_mode
     from cones2.training.trainer import TrainSettings
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     elif gpu:
         ckpt = random_full_sd2()
     else:
-        from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
+        from cones2.devtools.tiny_sd2 import tiny_sd2_checkpoint
 
         ckpt = tiny_sd2_checkpoint()
     device = comfy.model_management.get_torch_device()

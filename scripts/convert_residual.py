@@ -13,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_alias import import_pack_core  # noqa: E402
+if __package__:  # imported as cones2.scripts.convert_residual
+    from .pack_alias import import_pack_core
+else:  # run as a file: Python put scripts/ first on sys.path
+    from pack_alias import import_pack_core
 
 import_pack_core()
 from cones2.training.residual_file import ResidualFileError, convert_to_safetensors  # noqa: E402

@@ -1,53 +1,32 @@
 #!/usr/bin/env python3
-"""Run a ComfyUI workflow headless: submit it to a running ComfyUI, show progress, save the outputs.
+"""Run an API-format ComfyUI workflow headless: submit it to a running ComfyUI, show progress, save the outputs.
 
     python scripts/run_workflow.py workflows/api/two_subjects_boxes.json \\
         --checkpoint v2-1_512-ema-pruned.safetensors \\
         --residual dog=my_dog.safetensors --residual cat=my_cat.safetensors \\
         --prompt "a dog and a cat on the grass" --seed 0-3 -o out/
 
-Standard library only. Exit status: 0 done; 1 the server refused the graph or a node failed;
-2 bad command line, unreadable workflow, or no server. Ctrl-C cancels the run on the server.
+The workflow is in API format: a file of workflows/api/, or what ComfyUI's Workflow > Export
+(API) writes. Standard library only; with ``websocket-client`` installed (``pip install
+websocket-client``, the pack's ``headless`` extra) it shows each node and sampler step as the
+server reports them, else it follows the run through /history. Exit status: 0 done; 1 the
+server refused the graph or a node failed; 2 bad command line, unreadable workflow, or no
+server. Ctrl-C cancels the run on the server.
 
-Convenience flags pick their nodes as follows (``--set`` reaches any input of any node; it is
-applied after them, so it wins):
-
---seed S          every node with an INT input ``seed`` or ``noise_seed``. ``0-3`` or ``0,5,9``
-                  runs the graph once per seed.
---prompt TEXT     the ``text`` of the node that feeds every ``positive`` input (through
-                  conditioning-only nodes such as ConditioningCombine); it must be one node.
---negative TEXT   the same for ``negative``.
---checkpoint NAME every node with a ``ckpt_name`` input.
---residual [KEY=]FILE  ``residual_name`` of the Cones2LoadResidual node whose ``phrase`` is KEY
-                  (``dog#2``: phrase and occurrence), else whose current file name (with or
-                  without extension) is KEY, else the node KEY selects (id or title). Without
-                  KEY the workflow must have one Cones2LoadResidual.
---box LINE        repeatable; the lines replace ``boxes`` of the one Cones2LayoutBoxes node.
---image [SEL=]PATH  uploads PATH and sets ``image`` of the node SEL selects, or of the one
-                  LoadImage/LoadImageMask node.
---set SEL.INPUT=VALUE  SEL: ``id:5``, ``title:Text``, ``class:KSampler``, or bare (an id, else
-                  a title, else a class; case-insensitive for titles). Every node SEL matches is
-                  set. VALUE takes the type of the input's current value (text stays text);
-                  use --set-json to give JSON.
-
-A workflow in UI format (as the frontend saves it) is converted with the server's /object_info.
-A LoadImage/LoadImageMask image that the server does not have is uploaded if a file of that name
-is beside the workflow, or in an ``images/`` folder beside it or beside its parent folder.
+The flags that set inputs (--seed, --prompt, --residual, --box, --set, ...) and how each picks its
+node: README.md, "Run headless", or --help. A LoadImage/LoadImageMask image that the server does
+not have is uploaded if a file of that name is beside the workflow, or in an ``images/`` folder
+beside it or beside its parent folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
-import hashlib
 import http.client
 import json
 import os
 import re
-import socket
-import ssl
-import struct
 import sys
 import time
 import urllib.error
@@ -58,12 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    import websocket  # websocket-client: live progress (optional; ComfyUI's script_examples use it too)
+except ImportError:
+    websocket = None
+
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SEED_INPUTS = ("seed", "noise_seed")
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
 # Inputs the --prompt search walks through, upstream of 'positive'/'negative'.
 CONDITIONING_INPUT = re.compile(r"^(conditioning.*|cond.*|positive|negative)$")
+NO_WEBSOCKET = ("(websocket-client is not installed: no live progress; following the run through /history. "
+                "pip install websocket-client for it)")
 
 
 class UsageError(Exception):
@@ -98,13 +84,12 @@ class Client:
             raise ServerUnreachable(f"no ComfyUI server answers at {self.url} ({reason}); start ComfyUI "
                                     "(python main.py) or pass --server URL") from None
 
-    def get_json(self, route: str) -> Any:
-        with self._open(self.url + route) as r:
-            return json.loads(r.read())
-
-    def get_bytes(self, route: str) -> bytes:
+    def get(self, route: str) -> bytes:
         with self._open(self.url + route) as r:
             return r.read()
+
+    def get_json(self, route: str) -> Any:
+        return json.loads(self.get(route))
 
     def post_json(self, route: str, payload: Any) -> tuple[int, Any]:
         req = urllib.request.Request(self.url + route, data=json.dumps(payload).encode(),
@@ -120,24 +105,24 @@ class Client:
             except json.JSONDecodeError:
                 return e.code, {"error": {"message": body.decode(errors="replace")[:2000]}}
 
-    def check(self) -> dict:
-        """Raise ServerUnreachable unless a ComfyUI answers; return its /system_stats."""
+    def check(self) -> None:
+        """Raise ServerUnreachable unless a ComfyUI answers."""
         try:
-            stats = self.get_json("/system_stats")
-        except urllib.error.HTTPError as e:
-            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats: HTTP {e.code})") from None
-        except json.JSONDecodeError:
-            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (/system_stats is not JSON)") from None
-        return stats
+            self.get_json("/system_stats")
+        except (urllib.error.HTTPError, json.JSONDecodeError):
+            raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (no /system_stats)") from None
 
     def upload_image(self, path: Path) -> str:
-        """Upload a local image to the server's input folder; return the name LoadImage takes."""
+        """Upload a local image to the server's input folder; return the name LoadImage takes.
+
+        The standard library has no multipart/form-data encoder; this one form (a file and
+        ``type=input``) is written out here rather than adding a dependency for it.
+        """
         boundary = uuid.uuid4().hex
-        data = path.read_bytes()
         body = b"".join([
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ninput\r\n".encode(),
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n".encode(), data, f"\r\n--{boundary}--\r\n".encode()])
+            "Content-Type: application/octet-stream\r\n\r\n".encode(), path.read_bytes(), f"\r\n--{boundary}--\r\n".encode()])
         req = urllib.request.Request(self.url + "/upload/image", data=body,
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         try:
@@ -147,136 +132,23 @@ class Client:
             raise RunFailed(f"the server refused the upload of {path} (HTTP {e.code})") from None
         return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
-    def websocket(self) -> WebSocket:
+    def websocket(self):
+        """The server's /ws for this client (websocket-client), or None without the package or a connection."""
+        if websocket is None:
+            return None
         u = urllib.parse.urlsplit(self.url)
-        scheme = "wss" if u.scheme == "https" else "ws"
-        path = (u.path.rstrip("/") + "/ws?" + urllib.parse.urlencode({"clientId": self.client_id}))
-        return WebSocket(f"{scheme}://{u.netloc}{path}", timeout=self.timeout)
-
-
-class WebSocket:
-    """A minimal RFC 6455 client: text/binary messages in, pong and close out (frames masked)."""
-
-    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-    def __init__(self, url: str, timeout: float = 30):
-        u = urllib.parse.urlsplit(url)
-        port = u.port or (443 if u.scheme == "wss" else 80)
-        sock = socket.create_connection((u.hostname, port), timeout=timeout)
-        if u.scheme == "wss":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
-        self.sock = sock
-        key = base64.b64encode(os.urandom(16)).decode()
-        target = u.path + ("?" + u.query if u.query else "")
-        sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buf = b""
-        self._message_op, self._message = 0x1, b""
-        head = self._read_until(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            raise ConnectionError(f"websocket refused: {status.decode(errors='replace')}")
-        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest())
-        if accept.lower() not in head.lower():
-            raise ConnectionError("websocket handshake: bad Sec-WebSocket-Accept")
-
-    def _recv_some(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("websocket closed by the server")
-        self.buf += chunk
-
-    def _read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
-            self._recv_some()
-        head, self.buf = self.buf.split(marker, 1)
-        return head
-
-    def _frame(self) -> tuple[bool, int, bytes] | None:
-        """The first whole frame in the buffer (fin, opcode, payload), consumed; None if incomplete."""
-        buf = self.buf
-        if len(buf) < 2:
-            return None
-        fin, op, n, pos = bool(buf[0] & 0x80), buf[0] & 0x0F, buf[1] & 0x7F, 2
-        if n == 126:
-            if len(buf) < 4:
-                return None
-            n, pos = struct.unpack(">H", buf[2:4])[0], 4
-        elif n == 127:
-            if len(buf) < 10:
-                return None
-            n, pos = struct.unpack(">Q", buf[2:10])[0], 10
-        mask = None
-        if buf[1] & 0x80:
-            if len(buf) < pos + 4:
-                return None
-            mask, pos = buf[pos:pos + 4], pos + 4
-        if len(buf) < pos + n:
-            return None
-        payload = buf[pos:pos + n]
-        self.buf = buf[pos + n:]
-        if mask:
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return fin, op, payload
-
-    def settimeout(self, seconds: float | None) -> None:
-        self.sock.settimeout(seconds)
-
-    def recv(self) -> tuple[int, bytes]:
-        """The next whole message: (opcode 1 text / 2 binary, payload). Raises TimeoutError.
-
-        A timeout never loses data: frames are taken from the buffer only once complete.
-        """
-        while True:
-            frame = self._frame()
-            if frame is None:
-                self._recv_some()
-                continue
-            fin, op, payload = frame
-            if op == 0x8:
-                self._send(0x8, payload[:2])
-                raise ConnectionError("websocket closed by the server")
-            if op == 0x9:
-                self._send(0xA, payload)
-                continue
-            if op == 0xA:
-                continue
-            if op in (0x1, 0x2):
-                self._message_op, self._message = op, payload
-            else:  # a continuation
-                self._message += payload
-            if fin:
-                op, message = self._message_op, self._message
-                self._message = b""
-                return op, message
-
-    def _send(self, opcode: int, payload: bytes) -> None:
-        head = bytes([0x80 | opcode])
-        n = len(payload)
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 1 << 16:
-            head += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)
+        url = (f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{u.path.rstrip('/')}/ws?"
+               + urllib.parse.urlencode({"clientId": self.client_id}))
         try:
-            self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._send(0x8, struct.pack(">H", 1000))
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+            return websocket.create_connection(url, timeout=self.timeout)
+        except (OSError, websocket.WebSocketException):
+            return None
 
 
 # --- reading the workflow -----------------------------------------------------------------
 
-def load_workflow(path: Path) -> tuple[dict | None, dict | None]:
-    """(api prompt, ui workflow) from a file: one of them is None."""
+def load_workflow(path: Path) -> dict:
+    """The API prompt in ``path``; a UI-format file is refused with how to export it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -285,24 +157,14 @@ def load_workflow(path: Path) -> tuple[dict | None, dict | None]:
         raise UsageError(f"cannot read {path}: {e}") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{path} is not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    import workflow_format as wf
-
-    api = wf.unwrap_api_prompt(data)
-    if api is not None:
-        return copy.deepcopy(api), None
-    if wf.is_ui_workflow(data):
-        return None, data
-    raise UsageError(f"{path} is neither an API-format workflow ({{node_id: {{class_type, inputs}}}}) "
-                     "nor a UI-format one (nodes and links)")
-
-
-def ui_to_api_with_server(ui: dict, client: Client) -> dict:
-    import workflow_format as wf
-
-    try:
-        return wf.ui_to_api(ui, client.get_json("/object_info"))
-    except wf.WorkflowFormatError as e:
-        raise UsageError(f"cannot convert the UI-format workflow: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        raise UsageError(f"{path} is a UI-format workflow (as the frontend saves it); the runner takes the API "
+                         "format: open it in ComfyUI and use Workflow > Export (API), or take the file of the "
+                         "same name in workflows/api/")
+    if not (isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values())):
+        raise UsageError(f"{path} is not an API-format workflow ({{node_id: {{class_type, inputs}}}}; "
+                         "ComfyUI writes one with Workflow > Export (API))")
+    return data
 
 
 # --- selecting nodes and overriding inputs ------------------------------------------------
@@ -336,25 +198,21 @@ def select_nodes(api: dict, selector: str) -> list[str]:
     raise UsageError(f"no node matches {selector!r}; the workflow has: " + "; ".join(describe(api, k) for k in api))
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def coerce(raw: str, current: Any, where: str) -> Any:
     """The command-line text ``raw`` as a value of the type of the input's current value."""
     if isinstance(current, bool):
-        low = raw.strip().lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise UsageError(f"{where} is true/false; got {raw!r}")
-    if isinstance(current, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise UsageError(f"{where} is a whole number; got {raw!r}") from None
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise UsageError(f"{where} is a number; got {raw!r}") from None
+        if raw.strip().lower() not in BOOLEANS:
+            raise UsageError(f"{where} is true/false; got {raw!r}")
+        return BOOLEANS[raw.strip().lower()]
+    for kind, name in ((int, "a whole number"), (float, "a number")):
+        if isinstance(current, kind):
+            try:
+                return kind(raw)
+            except ValueError:
+                raise UsageError(f"{where} is {name}; got {raw!r}") from None
     if isinstance(current, str):
         return raw
     if isinstance(current, list):
@@ -502,22 +360,14 @@ def set_residual(api: dict, spec: str) -> list[str]:
         chosen = loaders
     else:
         phrase, _, occ = key.partition("#")
-        phrase = phrase.strip().lower()
-
-        def by_phrase(k):
-            inputs = api[k].get("inputs", {})
-            if str(inputs.get("phrase", "")).strip().lower() != phrase:
-                return False
-            return not occ or str(inputs.get("occurrence", 1)) == occ.strip()
-
-        chosen = [k for k in loaders if by_phrase(k)]
-        if not chosen:
-            chosen = [k for k in loaders if _stem(str(api[k].get("inputs", {}).get("residual_name", ""))) == _stem(key)]
-        if not chosen:
-            try:
-                chosen = [k for k in select_nodes(api, key) if k in loaders]
-            except UsageError:
-                chosen = []
+        inputs = {k: api[k].get("inputs", {}) for k in loaders}
+        chosen = [k for k in loaders if str(inputs[k].get("phrase", "")).strip().lower() == phrase.strip().lower()
+                  and (not occ or str(inputs[k].get("occurrence", 1)) == occ.strip())]
+        chosen = chosen or [k for k in loaders if _stem(str(inputs[k].get("residual_name", ""))) == _stem(key)]
+        try:
+            chosen = chosen or [k for k in select_nodes(api, key) if k in loaders]
+        except UsageError:
+            pass
         if len(chosen) != 1:
             listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
                                 f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name')!r}"
@@ -646,55 +496,6 @@ def format_execution_error(msg: dict, api: dict, verbose: bool = False) -> str:
 
 # --- running ------------------------------------------------------------------------------
 
-class Progress:
-    """Prints what the server reports: node starts, sampler steps, cached nodes."""
-
-    def __init__(self, api: dict, quiet: bool = False, stream=sys.stderr):
-        self.api, self.quiet, self.stream = api, quiet, stream
-        self.tty = stream.isatty()
-        self.last: tuple[str, int, float] | None = None
-        self.done_nodes = 0
-        self.bar_open = False
-
-    def _print(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.bar_open:
-            self.stream.write("\n")
-            self.bar_open = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def cached(self, nodes: list) -> None:
-        if nodes:
-            self.done_nodes += len(nodes)
-            self._print(f"cached: {', '.join(str(n) for n in nodes)}")
-
-    def executing(self, node_id: str) -> None:
-        self.done_nodes += 1
-        label = describe(self.api, node_id) if node_id in self.api else f"node {node_id}"
-        self._print(f"[{min(self.done_nodes, len(self.api))}/{len(self.api)}] {label}")
-
-    def progress(self, node_id: str, value: int, maximum: int) -> None:
-        if self.quiet:
-            return
-        pct = int(100 * value / maximum) if maximum else 100
-        if self.tty:
-            bar = "#" * (pct // 4)
-            self.stream.write(f"\r    {bar:<25} {value}/{maximum}")
-            self.stream.flush()
-            self.bar_open = value < maximum
-            if value >= maximum:
-                self.stream.write("\n")
-            return
-        now = time.monotonic()
-        last = self.last if self.last and self.last[0] == node_id else None
-        if value >= maximum or last is None or pct - last[1] >= 10 or now - last[2] >= 10:
-            self.stream.write(f"    step {value}/{maximum}\n")
-            self.stream.flush()
-            self.last = (node_id, pct, now)
-
-
 def submit(client: Client, api: dict) -> str:
     status, body = client.post_json("/prompt", {"prompt": api, "client_id": client.client_id})
     if status != 200:
@@ -702,73 +503,61 @@ def submit(client: Client, api: dict) -> str:
     return body["prompt_id"]
 
 
-def wait(client: Client, api: dict, prompt_id: str, ws: WebSocket | None, progress: Progress,
-         timeout: float | None, verbose: bool = False) -> dict:
-    """Follow the run (websocket messages; /history as the fallback); return its history entry."""
+def follow(ws, api: dict, prompt_id: str, say, verbose: bool, deadline: float | None) -> None:
+    """Print the server's messages for ``prompt_id`` (nodes, cached nodes, sampler steps every 10%) until
+    it ends; raise RunFailed on an error."""
+    done, last_pct = 0, {}
+    ws.settimeout(2.0)
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            message = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (OSError, websocket.WebSocketException):
+            return  # the connection went: /history still has the result
+        if not isinstance(message, str):
+            continue  # a preview image
+        msg = json.loads(message)
+        kind, body = msg.get("type"), msg.get("data") or {}
+        if body.get("prompt_id") not in (None, prompt_id):
+            continue
+        if kind == "execution_cached" and body.get("nodes"):
+            done += len(body["nodes"])
+            say(f"cached: {', '.join(map(str, body['nodes']))}")
+        elif kind == "executing" and body.get("node") is not None:
+            node_id, done = str(body.get("display_node") or body["node"]), done + 1
+            say(f"[{min(done, len(api))}/{len(api)}] " + (describe(api, node_id) if node_id in api else f"node {node_id}"))
+        elif kind == "progress":
+            node_id, value, maximum = str(body.get("node")), int(body.get("value", 0)), int(body.get("max", 0))
+            pct = int(100 * value / maximum) if maximum else 100
+            if value >= maximum or pct - last_pct.get(node_id, -100) >= 10:
+                last_pct[node_id] = pct
+                say(f"    step {value}/{maximum}")
+        elif kind == "execution_error":
+            raise RunFailed(format_execution_error(body, api, verbose))
+        elif kind in ("execution_interrupted", "execution_success") or (kind == "executing" and body.get("node") is None
+                                                                        and body.get("prompt_id") == prompt_id):
+            return
+
+
+def wait(client: Client, api: dict, prompt_id: str, ws, say, timeout: float | None, verbose: bool = False) -> dict:
+    """Follow the run (websocket messages, when there is a connection) and return its /history entry."""
     deadline = time.monotonic() + timeout if timeout else None
-    last_poll = 0.0
-    while True:
-        if deadline and time.monotonic() > deadline:
-            raise RunFailed(f"error: the run did not finish within {timeout:g}s (prompt {prompt_id} is still "
-                            "queued or running on the server)")
-        if ws is not None:
-            try:
-                ws.settimeout(2.0)
-                opcode, data = ws.recv()
-            except TimeoutError:
-                opcode, data = None, None
-            except (ConnectionError, OSError):
-                ws = None
-                opcode, data = None, None
-            if opcode == 0x1:
-                msg = json.loads(data)
-                kind, body = msg.get("type"), msg.get("data") or {}
-                if body.get("prompt_id") not in (None, prompt_id):
-                    continue
-                if kind == "execution_cached":
-                    progress.cached(body.get("nodes") or [])
-                elif kind == "executing" and body.get("node") is not None:
-                    progress.executing(str(body.get("display_node") or body["node"]))
-                elif kind == "progress":
-                    progress.progress(str(body.get("node")), int(body.get("value", 0)), int(body.get("max", 0)))
-                elif kind == "execution_error":
-                    raise RunFailed(format_execution_error(body, api, verbose))
-                elif kind == "execution_interrupted":
-                    raise RunFailed(f"error: the run was interrupted at {describe(api, str(body.get('node_id')))}"
-                                    if str(body.get("node_id")) in api else "error: the run was interrupted")
-                elif kind == "execution_success" or (kind == "executing" and body.get("node") is None
-                                                     and body.get("prompt_id") == prompt_id):
-                    entry = _history(client, prompt_id, wait_for_it=True)
-                    if entry is not None:
-                        return entry
-                continue
-            if opcode == 0x2:
-                continue  # a preview image
-        now = time.monotonic()
-        if now - last_poll >= (2.0 if ws is not None else 0.5):
-            last_poll = now
-            entry = _history(client, prompt_id)
-            if entry is not None:
-                for kind, body in entry.get("status", {}).get("messages", []):
-                    if kind == "execution_error":
-                        raise RunFailed(format_execution_error(body, api, verbose))
-                    if kind == "execution_interrupted":
-                        raise RunFailed("error: the run was interrupted")
-                return entry
-            if ws is None:
-                time.sleep(0.5)
-
-
-def _history(client: Client, prompt_id: str, wait_for_it: bool = False) -> dict | None:
-    for _ in range(20 if wait_for_it else 1):
+    if ws is not None:
+        follow(ws, api, prompt_id, say, verbose, deadline)
+    while deadline is None or time.monotonic() < deadline:
         entry = client.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
-        if entry is not None:
-            status = entry.get("status") or {}
-            if status.get("completed") or status.get("status_str") in ("success", "error"):
-                return entry
-        if wait_for_it:
-            time.sleep(0.1)
-    return None
+        status = (entry or {}).get("status") or {}
+        if entry is not None and (status.get("completed") or status.get("status_str") in ("success", "error")):
+            for kind, body in status.get("messages", []):
+                if kind == "execution_error":
+                    raise RunFailed(format_execution_error(body, api, verbose))
+                if kind == "execution_interrupted":
+                    raise RunFailed("error: the run was interrupted")
+            return entry
+        time.sleep(0.5 if ws is None else 0.1)
+    raise RunFailed(f"error: the run did not finish within {timeout:g}s (prompt {prompt_id} is still "
+                    "queued or running on the server)")
 
 
 def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple[list[Path], list[str]]:
@@ -781,7 +570,7 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
                 for item in items:
                     query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                                                     "type": item.get("type", "output")})
-                    data = client.get_bytes(f"/view?{query}")
+                    data = client.get(f"/view?{query}")
                     target = _free_name(out_dir / Path(item["filename"]).name)
                     target.write_bytes(data)
                     files.append(target)
@@ -792,13 +581,9 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
 
 
 def _free_name(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 100000):
-        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise RunFailed(f"error: too many files named like {path}")
+    """``path``, else ``stem-1.ext``, ``stem-2.ext``, ...: never over an existing file."""
+    candidates = (path.with_name(f"{path.stem}-{i}{path.suffix}") if i else path for i in range(100000))
+    return next(c for c in candidates if not c.exists())
 
 
 def cancel(client: Client, prompt_id: str) -> None:
@@ -814,9 +599,9 @@ def cancel(client: Client, prompt_id: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_workflow.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run a ComfyUI workflow (API or UI format) on a running ComfyUI and save its outputs.",
+        description="Run an API-format ComfyUI workflow on a running ComfyUI and save its outputs.",
         epilog=__doc__.split("\n\n", 3)[3])
-    p.add_argument("workflow", type=Path, help="the workflow JSON (API format, or UI format)")
+    p.add_argument("workflow", type=Path, help="the workflow JSON in API format (Workflow > Export (API))")
     p.add_argument("--server", default=os.environ.get("COMFYUI_URL", DEFAULT_SERVER),
                    help=f"ComfyUI's URL (default {DEFAULT_SERVER}, or $COMFYUI_URL)")
     p.add_argument("-o", "--output", type=Path, default=Path("output"), help="folder for the outputs (default ./output)")
@@ -832,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-json", action="append", default=[], metavar="SEL.INPUT=JSON", help="set any input to JSON")
     p.add_argument("--timeout", type=float, default=0, help="seconds to wait per run (default: no limit)")
     p.add_argument("--print-prompt", action="store_true",
-                   help="print the API prompt after the overrides and exit (no run; no server for API files)")
+                   help="print the API prompt after the overrides and exit (no run, no server)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the saved files and errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's traceback on a node failure")
     return p
@@ -869,38 +654,29 @@ def main(argv: list[str] | None = None) -> int:
     prompt_id = None
     try:
         seeds = parse_seeds(args.seed) if args.seed else [None]
-        api, ui = load_workflow(args.workflow)
-        if args.print_prompt and api is not None:
+        api = load_workflow(args.workflow)
+        if args.print_prompt:
             for seed in seeds:
                 run_api = copy.deepcopy(api)
                 apply_overrides(run_api, args, seed, None)
                 print(json.dumps(run_api, indent=2))
             return EXIT_OK
         client.check()
-        if ui is not None:
-            api = ui_to_api_with_server(ui, client)
-            say(f"converted the UI-format workflow ({len(api)} nodes) with the server's /object_info")
+        if websocket is None:
+            say(NO_WEBSOCKET)
         all_files: list[Path] = []
         for seed in seeds:
             run_api = copy.deepcopy(api)
-            for change in apply_overrides(run_api, args, seed, None if args.print_prompt else client):
+            for change in apply_overrides(run_api, args, seed, client):
                 say(f"set {change}")
-            if args.print_prompt:
-                print(json.dumps(run_api, indent=2))
-                continue
             for change in upload_missing_images(run_api, client, args.workflow):
                 say(change)
-            try:
-                ws = client.websocket()
-            except (OSError, ConnectionError) as e:
-                say(f"(no websocket: {e}; following the run through /history)")
-                ws = None
+            ws = client.websocket()  # before submitting, so no message is missed
             try:
                 prompt_id = submit(client, run_api)
                 say(f"queued {args.workflow.name}" + (f" (seed {seed})" if seed is not None else "")
                     + f" as prompt {prompt_id}")
-                entry = wait(client, run_api, prompt_id, ws, Progress(run_api, args.quiet), args.timeout or None,
-                             args.verbose)
+                entry = wait(client, run_api, prompt_id, ws, say, args.timeout or None, args.verbose)
                 prompt_id = None
             finally:
                 if ws is not None:
@@ -911,13 +687,10 @@ def main(argv: list[str] | None = None) -> int:
             for f in files:
                 print(f)
             all_files += files
-        if not args.print_prompt and not all_files:
+        if not all_files:
             say("done; the workflow saved no files")
         return EXIT_OK
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ServerUnreachable as e:
+    except (UsageError, ServerUnreachable) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailed as e:
@@ -932,8 +705,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected answer from {args.server}: {e}", file=sys.stderr)
         return EXIT_FAILED
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_alias import import_pack_core  # noqa: E402
+if __package__:  # imported as cones2.scripts.train_residual (tests)
+    from .pack_alias import import_pack_core
+else:  # run as a file: Python put scripts/ first on sys.path
+    from pack_alias import import_pack_core
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OFFICIAL = {"learning_rate": 5e-6, "steps": 4000, "resolution": 768, "preservation": "official",

@@ -2,8 +2,8 @@
 
 ``Frontend(server_url).start()`` opens the ComfyUI page the server serves (the pinned
 comfyui-frontend-package) and waits for ``window.app``; ``evaluate(js)`` runs an async
-expression in the page and returns its JSON value; ``screenshot(path)`` saves a PNG. The
-websocket client is the runner's (scripts/run_workflow.py). Chromium: $CHROMIUM, else
+expression in the page and returns its JSON value; ``screenshot(path)`` saves a PNG. The DevTools
+websocket is websocket-client's (ComfyUI's venv has it). Chromium: $CHROMIUM, else
 ``chromium``/``chromium-browser``/``google-chrome`` on PATH.
 """
 
@@ -15,16 +15,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from .pack import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from run_workflow import WebSocket  # noqa: E402
+import websocket
 
 
 def chromium_path() -> str | None:
@@ -43,7 +39,7 @@ class Frontend:
         self.server_url = server_url.rstrip("/")
         self.size = (width, height)
         self.proc: subprocess.Popen | None = None
-        self.ws: WebSocket | None = None
+        self.ws: websocket.WebSocket | None = None
         self._id = 0
         self.profile = tempfile.mkdtemp(prefix="cones2-chromium-")
         self.console: list[str] = []
@@ -71,7 +67,8 @@ class Frontend:
             raise RuntimeError("Chromium did not start its DevTools endpoint")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             pages = [t for t in json.loads(r.read()) if t.get("type") == "page"]
-        self.ws = WebSocket(pages[0]["webSocketDebuggerUrl"], timeout=timeout)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=timeout,
+                                              suppress_origin=True)
         self.call("Runtime.enable")
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=self.size[0], height=self.size[1],
@@ -93,10 +90,9 @@ class Frontend:
         assert self.ws is not None
         self._id += 1
         my_id = self._id
-        self.ws._send(0x1, json.dumps({"id": my_id, "method": method, "params": params}).encode())
+        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
         while True:
-            _, data = self.ws.recv()
-            msg = json.loads(data)
+            msg = json.loads(self.ws.recv())
             if msg.get("method") == "Runtime.consoleAPICalled":
                 args = msg["params"].get("args", [])
                 self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
@@ -125,7 +121,7 @@ class Frontend:
         if self.ws is not None:
             try:
                 self.ws.close()
-            except OSError:
+            except (OSError, websocket.WebSocketException):
                 pass
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

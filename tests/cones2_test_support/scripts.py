@@ -1,6 +1,10 @@
-"""Import the pack's command-line scripts (scripts/*.py) in tests: they import each other as top-level modules."""
+"""Where the pack's user tools and shipped workflows are, and the authors' example (for the converter's tests).
 
-import sys
+Tests import the tools as modules of the alias: ``from cones2.scripts import run_workflow``.
+"""
+
+import os
+from pathlib import Path
 
 from .pack import ROOT
 
@@ -8,16 +12,8 @@ SCRIPTS = ROOT / "scripts"
 WORKFLOWS = ROOT / "workflows"
 
 
-def scripts_on_path() -> None:
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-
-
-def official_example_dir():
+def official_example_dir() -> Path | None:
     """The authors' example (never copied into the repository), where the project keeps it, or None."""
-    import os
-    from pathlib import Path
-
     for c in (os.environ.get("CONES2_OFFICIAL_EXAMPLE", ""), ROOT.parents[1] / "shared" / "official-example",
               ROOT.parent / "shared" / "official-example", "/work/shared/official-example"):
         if c and (Path(c) / "guidance_config_example.json").is_file():

@@ -20,7 +20,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .host import PACK_DIR_NAME, comfyui_path
+from cones2.devtools.comfy_host import PACK_DIR_NAME, comfyui_path
+
 from .pack import ROOT
 
 

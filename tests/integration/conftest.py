@@ -1,8 +1,8 @@
 """Integration tests run against a real ComfyUI checkout named by COMFYUI_PATH, else skip."""
 
 import pytest
-from cones2_test_support.host import load_host, skip_reason
-from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
+from cones2.devtools.comfy_host import load_host, skip_reason
+from cones2.devtools.tiny_sd2 import tiny_sd2_checkpoint
 
 _REASON = skip_reason()
 

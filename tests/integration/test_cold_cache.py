@@ -7,16 +7,16 @@ import sys
 from cones2_test_support.pack import ROOT
 from safetensors import safe_open
 
-BUILD = (
-    "import sys; sys.path.insert(0, {tests!r});"
-    "from cones2_test_support.tiny_sd15 import tiny_sd15_checkpoint; print(tiny_sd15_checkpoint())"
-)
+# Run from the checkout's root, as the benchmarks are: `-c` puts the current folder first on sys.path,
+# so `scripts.pack_alias` imports, and the alias takes the root off again before ComfyUI loads.
+BUILD = ("from scripts.pack_alias import import_pack_core; import_pack_core();"
+         "from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint; print(tiny_sd15_checkpoint())")
 
 
 def test_a_checkpoint_builds_in_a_fresh_process_with_an_empty_cache(tmp_path):
     env = {**os.environ, "CONES2_TEST_CACHE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", BUILD.format(tests=str(ROOT / "tests"))], env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", BUILD], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = proc.stdout.strip().splitlines()[-1]
     assert os.path.dirname(path) == str(tmp_path)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from cones2_test_support.host import load_core_extras
+from cones2.devtools.comfy_host import load_core_extras
 
 OFFICIAL = "outside own region (official)"
 PAPER = "other subjects' regions (paper)"

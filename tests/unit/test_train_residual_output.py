@@ -5,11 +5,8 @@ folder that is not one: reaching it would fail with another message).
 """
 
 import torch
+from cones2.scripts import train_residual as script
 from cones2.training import residual_file as rf
-from cones2_test_support.scripts import scripts_on_path
-
-scripts_on_path()
-import train_residual as script  # noqa: E402
 
 
 def args(tmp_path, *extra):

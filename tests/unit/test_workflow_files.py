@@ -1,17 +1,14 @@
 """The shipped workflows: they parse, each UI form and its API form describe the same graph, and they are
-in step with their specs (scripts/workflow_specs.py). Checked against the node schema snapshot; the
+in step with their specs (devtools/workflow_specs.py). Checked against the node schema snapshot; the
 integration tests check the snapshot and the files against a real ComfyUI's /object_info."""
 
 import json
 import struct
 
 import pytest
-from cones2_test_support.scripts import WORKFLOWS, scripts_on_path
-
-scripts_on_path()
-import make_workflows  # noqa: E402
-import workflow_format as wf  # noqa: E402
-import workflow_specs  # noqa: E402
+from cones2.devtools import make_workflows, workflow_specs
+from cones2.devtools import node_schemas as wf
+from cones2_test_support.scripts import WORKFLOWS
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
@@ -51,8 +48,7 @@ def test_api_files_are_api_prompts_with_titles(path):
 def test_ui_and_api_forms_describe_the_same_graph(name):
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
     api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-    assert wf.structural_diff(ui, api) == []  # no schemas needed
-    assert wf.diff_api(wf.ui_to_api(ui, SCHEMAS), api) == []  # the frontend's conversion, with the snapshot
+    assert wf.structural_diff(ui, api) == []  # the frontend's own export: tests/integration/test_frontend_workflows.py
 
 
 @pytest.mark.parametrize("name", ids(API_FILES))

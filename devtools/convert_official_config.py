@@ -1,44 +1,27 @@
-#!/usr/bin/env python3
 """Convert the authors' Cones 2 inference config (JSON + layout PNG + .pt residuals) to a workflow of this pack.
 
-    python scripts/convert_official_config.py guidance_config_example.json -o my_example/ \\
+From the root of a clone of the repository (a developer tool: not in the published pack):
+
+    python -m devtools.convert_official_config guidance_config_example.json -o my_example/ \\
         [--residuals-dir DIR] [--layout PNG] [--comfyui ~/ComfyUI] [--checkpoint NAME]
 
-Writes ``OUT/NAME.json`` (UI format, when the node schemas are known) and ``OUT/api/NAME.json``
-(API format), copies the layout image to ``OUT/images/`` (the runner uploads it from there),
+Writes ``OUT/api/NAME.json`` (API format: the shipped workflows/api/official_example.json with
+the config's values; ComfyUI's frontend opens it too, dropped on the canvas), copies the layout
+image to ``OUT/images/`` (the runner uploads it from there),
 and converts each residual the config uses to ``<subject>.safetensors`` in the residuals folder
 (``--comfyui PATH``: that ComfyUI's models/cones2_residuals; else OUT/cones2_residuals). Then:
 
     python scripts/run_workflow.py OUT/api/NAME.json --seed 0-3
 
-How the config maps (the authors' inference.py and layout_guidance.py):
-
-- ``prompt`` -> Cones2ApplyResidual's text; an empty negative prompt (CLIPTextEncode "").
-- ``subject_list`` [name, token index] + ``residual_dict`` -> a chain of Cones2LoadResidual, one
-  per entry. The hand-counted index (0 = the start token) becomes the word at that index and its
-  occurrence in the prompt: exact with CLIP's tokenizer (``--comfyui`` or $COMFYUI_PATH, read
-  with transformers), else counting one token per word, which is right unless a word before
-  the index splits into several tokens (a warning says so when the word found is not the
-  subject's name; ``--bind NAME=PHRASE#N`` sets a binding by hand).
-- ``color_context`` {"R,G,B": [phrase, γ+]} -> Cones2LayoutFromColorMap lines ``R,G,B: phrase γ+``
-  with tolerance 0, the authors' exact colour match. The authors' code puts a colour's region
-  on every occurrence of its phrase; here it goes on the first (a warning names any other).
-- ``guidance_weight`` -> weight; ``weight_negative`` -> suppression; ``guidance_steps`` of 50 ->
-  end_percent; self-recurrence on, as their sampling loop does (``guidance_steps`` 0: weight 0,
-  which leaves sampling unguided, end_percent 1, no self-recurrence). Their σ in the bias comes from a schedule of ``guidance_steps`` steps;
-  here it is the sampler's own σ (the same when guidance_steps is 50).
-- Their sampler: diffusers' LMSDiscreteScheduler, 50 steps, CFG 7.5, 768x768, seeds 0..3 ->
-  Cones2LayoutGuidedSampler with euler/normal, 50 steps, CFG 7.5, an empty 768x768 latent, seed
-  0 (run seeds 0-3 with the runner). Euler, not lms: their loop calls
-  ``scheduler.step(noise_pred, t, latents, 1)``, and the 4th argument of
-  ``LMSDiscreteScheduler.step`` (diffusers 0.13.1, their requirements.txt) is ``order``; a
-  first-order linear multistep step is x + (sigma_next - sigma) * d, Euler's step. Their
-  timesteps, 50 evenly spaced from 999 to 0, are the normal scheduler's.
+How each field maps, and why their LMS sampler becomes Euler here: README.md, "The authors'
+inference configs". The sampler settings are the shipped official_example workflow's
+(devtools/workflow_specs.py); this tool puts the config's values into a copy of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -48,14 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from make_workflows import dumps, load_schemas  # noqa: E402
-from workflow_builder import Graph  # noqa: E402
-
 DEFAULT_CHECKPOINT = "v2-1_768-ema-pruned.safetensors"  # SD2.1 768 v, the model the authors used
-# Their LMSDiscreteScheduler.step(..., order=1) is Euler (see the module docstring).
-STEPS, CFG, SIZE, SAMPLER, SCHEDULER = 50, 7.5, 768, "euler", "normal"
+# The authors' graph with their sampler settings (devtools/workflow_specs.py: official_example).
+TEMPLATE = Path(__file__).resolve().parents[1] / "workflows" / "api" / "official_example.json"
 TOKEN_LIMIT = 75
 
 
@@ -147,10 +125,7 @@ def clip_tokenizer(comfyui: Path | None) -> Tokenize | None:
 
 
 def _prompt_tokens():
-    """The pack's guidance.prompt_tokens (imported late: make_workflows needs none of it)."""
-    from pack_alias import import_pack_core
-
-    import_pack_core()
+    """The pack's guidance.prompt_tokens, through the ``cones2`` alias (set up by the entry point)."""
     from cones2.guidance import prompt_tokens
 
     return prompt_tokens
@@ -229,64 +204,49 @@ def colors_text(config: OfficialConfig) -> str:
     return "\n".join(f"{r},{g},{b}: {phrase} {num(gamma)}" for (r, g, b), phrase, gamma in config.colors)
 
 
-def build_graph(config: OfficialConfig, *, name: str = "official_example", checkpoint: str = DEFAULT_CHECKPOINT,
-                tokenize: Tokenize | None = None, tolerance: float = 0.0,
-                background: str = "255,255,255") -> Graph:
-    """This pack's graph for the authors' config (residual_files: our file names; layout_image: its name)."""
+def build_api(config: OfficialConfig, *, name: str = "official_example", checkpoint: str = DEFAULT_CHECKPOINT,
+              tokenize: Tokenize | None = None, tolerance: float = 0.0, background: str = "255,255,255") -> dict:
+    """The API workflow for the authors' config: the template with its values, one Load Residual per subject
+    (residual_files: our file names; layout_image: its name)."""
     if not config.bindings:
         config = resolve_bindings(config, tokenize or word_tokenizer)
-    g = Graph(name)
-    g.note(f"""\
-## The authors' inference example
+    api = json.loads(TEMPLATE.read_text(encoding="utf-8"))
 
-Converted from the authors' config by `scripts/convert_official_config.py`: their prompt,
-residuals bound to the token positions of their `subject_list`, their colour layout and
-γ+, guidance weight {config.guidance_weight:g} and suppression {config.weight_negative:g}, and
-their sampler: {STEPS} steps of {SAMPLER} ({SCHEDULER}), CFG {CFG}, {SIZE}x{SIZE}, self-recurrence on guided
-steps. They used diffusers' LMS scheduler, but with order 1, which is Euler's step.
-They ran seeds 0 to 3: `python scripts/run_workflow.py <this API workflow> --seed 0-3`.""",
-           col=0, title="Read me", ui_size=(420, None))
-    model = g.node("CheckpointLoaderSimple", col=0, title="Load SD2.1 checkpoint", ckpt_name=checkpoint)
-    note = g.note(f"""\
-**Checkpoint**: `{checkpoint}` is a placeholder for the SD2.1 768 (v-prediction) model the
-authors used; pick yours in the list.""", col=0, title="Model")
-    g.group("Model", [model, note])
-    previous, loaders = None, []
-    for key, phrase, occurrence in config.bindings:
-        inputs = {"bindings": previous[0]} if previous else {}
-        previous = g.node("Cones2LoadResidual", col=1, title=f"Subject: {phrase}" + (f" #{occurrence}" if occurrence > 1 else ""),
-                          residual_name=config.residual_files[key], phrase=phrase, occurrence=occurrence,
-                          strength=1.0, **inputs)
-        loaders.append(previous)
-    loaders.append(g.note("""\
-**Residuals**: the authors' `.pt` files, converted to `.safetensors` in `models/cones2_residuals`
-(the converter does it; `scripts/convert_residual.py` too). The `.pt` files load directly as well.""",
-                          col=1, title="Subjects"))
-    g.group("Subjects", loaders)
-    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], text=config.prompt,
-                 **({"bindings": previous[0]} if previous else {}))
-    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
-    image = g.node("LoadImage", col=2, title="Colour layout", image=config.layout_image)
-    layout = g.node("Cones2LayoutFromColorMap", col=2, title="Which colour is which subject", image=image[0],
-                    colors=colors_text(config), gamma=2.5, tolerance=tolerance, background=background)
-    g.group("Prompt and layout", [pos, neg, image, layout])
-    latent = g.node("EmptyLatentImage", col=3, width=SIZE, height=SIZE, batch_size=1)
+    def inputs(cls: str) -> dict:
+        (node,) = [n for n in api.values() if n["class_type"] == cls]
+        return node["inputs"]
+
+    loader_ids = [k for k, n in api.items() if n["class_type"] == "Cones2LoadResidual"]
+    loader = api[loader_ids[0]]
+    for k in loader_ids:
+        del api[k]
+    ids = loader_ids + [str(i) for i in range(max(map(int, api)) + 1, 10**6)]
+    previous = None
+    for node_id, (key, phrase, occurrence) in zip(ids, config.bindings, strict=False):
+        node = copy.deepcopy(loader)
+        node["inputs"].update(residual_name=config.residual_files[key], phrase=phrase, occurrence=occurrence)
+        node["inputs"].pop("bindings", None)
+        if previous:
+            node["inputs"]["bindings"] = [previous, 0]
+        node["_meta"]["title"] = f"Subject: {phrase}" + (f" #{occurrence}" if occurrence > 1 else "")
+        api[node_id], previous = node, node_id
+    positive = inputs("Cones2ApplyResidual")
+    positive["text"] = config.prompt
+    positive.pop("bindings", None)
+    if previous:
+        positive["bindings"] = [previous, 0]
+    inputs("CheckpointLoaderSimple")["ckpt_name"] = checkpoint
+    inputs("LoadImage")["image"] = config.layout_image
+    inputs("Cones2LayoutFromColorMap").update(colors=colors_text(config), tolerance=tolerance, background=background)
+    inputs("SaveImage")["filename_prefix"] = f"cones2/{name}"
+    sampler = inputs("Cones2LayoutGuidedSampler")
     guided = config.guidance_steps > 0
     # guidance_steps 0 = no guidance: weight 0 leaves the model unguided; the range stays the whole
     # run, since an empty range (end_percent 0) is refused by the sampler
-    end = min(config.guidance_steps, STEPS) / STEPS if guided else 1.0
-    sample = g.node("Cones2LayoutGuidedSampler", col=3, title="Layout guided sampler (the authors' settings)",
-                    model=model[0], positive=pos[0], negative=neg[0], layout=layout[0], latent_image=latent[0],
-                    seed=0, steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
-                    weight=config.guidance_weight if guided else 0.0, suppression=config.weight_negative,
-                    start_percent=0.0, end_percent=end, self_recurrence=guided)
-    g.group("Sample", [latent, sample])
-    decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
-    save = g.node("SaveImage", col=4, images=decode[0], filename_prefix=f"cones2/{name}")
-    preview = g.node("Cones2LayoutPreview", col=4, layout=layout[0], image=decode[0])
-    show = g.node("PreviewImage", col=4, title="Layout over the image", images=preview[0])
-    g.group("Result", [decode, save, preview, show])
-    return g
+    sampler.update(weight=config.guidance_weight if guided else 0.0, suppression=config.weight_negative,
+                   start_percent=0.0, self_recurrence=guided,
+                   end_percent=min(config.guidance_steps, sampler["steps"]) / sampler["steps"] if guided else 1.0)
+    return dict(sorted(api.items(), key=lambda item: int(item[0])))
 
 
 # --- files --------------------------------------------------------------------------------
@@ -335,9 +295,6 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite existing residual files")
     args = p.parse_args(argv)
 
-    from pack_alias import import_pack_core
-
-    import_pack_core()
     from cones2.training.residual_file import ResidualFileError, convert_to_safetensors
 
     try:
@@ -411,19 +368,17 @@ def main(argv=None) -> int:
         print(f"layout {layout_src} -> {out / 'images' / layout_name}")
 
     config = replace(config, residual_files={**config.residual_files, **res_names}, layout_image=layout_name)
-    graph = build_graph(config, name=name, checkpoint=args.checkpoint, tolerance=args.tolerance, background=background)
-    (out / "api").mkdir(parents=True, exist_ok=True)
-    schemas = load_schemas()
-    (out / "api" / f"{name}.json").write_text(dumps(graph.to_api(schemas)))
-    print(f"workflow (API) -> {out / 'api' / f'{name}.json'}")
-    if graph.classes() <= set(schemas):
-        (out / f"{name}.json").write_text(dumps(graph.to_ui(schemas)))
-        print(f"workflow (UI)  -> {out / f'{name}.json'}")
-    else:
-        print("no UI form: node schemas missing for " + ", ".join(sorted(graph.classes() - set(schemas))))
-    print(f"run: python scripts/run_workflow.py {out / 'api' / f'{name}.json'} --seed 0-3")
+    api = build_api(config, name=name, checkpoint=args.checkpoint, tolerance=args.tolerance, background=background)
+    target = out / "api" / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(api, indent=2, ensure_ascii=False) + "\n")
+    print(f"workflow (API) -> {target} (ComfyUI opens it too: drop it on the canvas)")
+    print(f"run: python scripts/run_workflow.py {target} --seed 0-3")
     return status
 
 
 if __name__ == "__main__":
+    from scripts.pack_alias import import_pack_core  # run from the checkout's root: python -m devtools....
+
+    import_pack_core()
     sys.exit(main())

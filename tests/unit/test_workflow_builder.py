@@ -1,13 +1,11 @@
-"""UI <-> API workflow formats: the builder writes both, ui_to_api reads the UI form back as the frontend does."""
+"""The workflow builder (devtools/): one spec, both formats. The frontend's own export checks the pair for the
+shipped files (tests/integration/test_frontend_workflows.py); here the schema-free checks and the widget layout."""
 
 import pytest
-from cones2_test_support.scripts import scripts_on_path
+from cones2.devtools import node_schemas as wf
+from cones2.devtools.workflow_builder import Graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-scripts_on_path()
-import workflow_format as wf  # noqa: E402
-from workflow_builder import Graph  # noqa: E402
 
 KSAMPLER = {
     "input": {"required": {
@@ -64,10 +62,9 @@ def test_links_name_their_slots_on_both_ends():
     assert ui["last_link_id"] == len(ui["links"]) and ui["last_node_id"] == max(nodes)
 
 
-def test_the_ui_form_reads_back_as_the_api_form():
+def test_the_ui_form_holds_the_api_forms_graph():
     g = small_graph()
     api = g.to_api(SCHEMAS)
-    assert wf.ui_to_api(g.to_ui(SCHEMAS), SCHEMAS) == api
     assert wf.structural_diff(g.to_ui(SCHEMAS), api) == []
     assert api["6"]["_meta"]["title"] == "KSampler" and api["3"]["_meta"]["title"] == "Positive"
     assert "1" not in api  # the note stays in the UI
@@ -78,7 +75,7 @@ def test_a_seed_named_int_without_the_flag_gets_a_control_value_too():
     g.node("RandomNoise", col=0, noise_seed=5)
     ui = g.to_ui(SCHEMAS)
     assert ui["nodes"][0]["widgets_values"] == [5, "fixed"]
-    assert wf.ui_to_api(ui, SCHEMAS)["1"]["inputs"] == {"noise_seed": 5}
+    assert g.to_api(SCHEMAS)["1"]["inputs"] == {"noise_seed": 5}
 
 
 def test_an_image_upload_combo_is_followed_by_the_upload_button_value():
@@ -86,7 +83,7 @@ def test_an_image_upload_combo_is_followed_by_the_upload_button_value():
     g.node("LoadImage", col=0, image="y.png")
     ui = g.to_ui(SCHEMAS)
     assert ui["nodes"][0]["widgets_values"] == ["y.png", "image"]
-    assert wf.ui_to_api(ui, SCHEMAS)["1"]["inputs"] == {"image": "y.png"}
+    assert g.to_api(SCHEMAS)["1"]["inputs"] == {"image": "y.png"}
 
 
 def test_an_unknown_input_or_a_missing_required_socket_is_refused_when_building():
@@ -98,51 +95,6 @@ def test_an_unknown_input_or_a_missing_required_socket_is_refused_when_building(
     g.node("KSampler", col=0, seed=1)
     with pytest.raises(ValueError, match="needs its input 'model'"):
         g.to_api(SCHEMAS)
-
-
-def _frontend_graph():
-    """A UI graph as the frontend saves it, with a Reroute, a PrimitiveNode, a bypassed and a muted node."""
-    return {
-        "last_node_id": 7, "last_link_id": 6, "version": 0.4, "groups": [], "config": {}, "extra": {},
-        "nodes": [
-            {"id": 1, "type": "CheckpointLoaderSimple", "inputs": [], "mode": 0,
-             "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": [2]},
-                         {"name": "VAE", "type": "VAE", "links": None}], "widgets_values": ["a.safetensors"]},
-            {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 2}], "mode": 0,
-             "outputs": [{"name": "", "type": "CLIP", "links": [3]}]},
-            {"id": 3, "type": "CLIPTextEncode", "mode": 0, "title": "Prompt",
-             "inputs": [{"name": "clip", "type": "CLIP", "link": 3},
-                        {"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": 4}],
-             "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": [5]}], "widgets_values": ["ignored"]},
-            {"id": 4, "type": "PrimitiveNode", "inputs": [], "mode": 0,
-             "outputs": [{"name": "STRING", "type": "STRING", "links": [4], "widget": {"name": "text"}}],
-             "widgets_values": ["from the primitive"]},
-            {"id": 5, "type": "KSampler", "mode": 4,  # bypassed: passes nothing of type LATENT here
-             "inputs": [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING", "link": 5}],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [6]}],
-             "widgets_values": [1, "fixed", 20, 8, "euler", "normal", 1]},
-            {"id": 6, "type": "EmptyLatentImage", "mode": 2, "inputs": [], "outputs": [], "widgets_values": [8, 8, 1]},
-            {"id": 7, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
-        ],
-        "links": [[1, 1, 0, 5, 0, "MODEL"], [2, 1, 1, 2, 0, "CLIP"], [3, 2, 0, 3, 0, "CLIP"],
-                  [4, 4, 0, 3, 1, "STRING"], [5, 3, 0, 5, 1, "CONDITIONING"], [6, 5, 0, 99, 0, "LATENT"]],
-    }
-
-
-def test_frontend_only_nodes_are_resolved_as_graphToPrompt_does():
-    api = wf.ui_to_api(_frontend_graph(), SCHEMAS)
-    assert set(api) == {"1", "3"}  # reroute, primitive, note gone; bypassed and muted nodes dropped
-    assert api["3"]["inputs"] == {"text": "from the primitive", "clip": ["1", 1]}
-    assert api["3"]["_meta"]["title"] == "Prompt"
-    assert api["1"]["_meta"]["title"] == "Load Checkpoint"
-
-
-def test_a_node_class_the_server_lacks_and_subgraphs_are_named():
-    ui = _frontend_graph()
-    with pytest.raises(wf.WorkflowFormatError, match="node 1 is a 'CheckpointLoaderSimple'"):
-        wf.ui_to_api(ui, {k: v for k, v in SCHEMAS.items() if k != "CheckpointLoaderSimple"})
-    with pytest.raises(wf.WorkflowFormatError, match="subgraphs"):
-        wf.ui_to_api({**ui, "definitions": {"subgraphs": [{"id": "x"}]}}, SCHEMAS)
 
 
 def test_validate_api_reports_each_problem_with_node_and_input():
@@ -172,7 +124,7 @@ def test_diff_api_names_the_differences():
     assert wf.diff_api(a, b) == ["node 3: title 'Positive' vs 'Other'", "node 6 (KSampler) input 'steps': 3 vs 4"]
 
 
-# --- property: any graph the builder makes reads back from its UI form -------------------------
+# --- property: any graph the builder makes has matching forms -------------------------
 
 TYPES = ["A", "B", "C"]
 
@@ -220,9 +172,16 @@ def schemas_and_graph(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(schemas_and_graph())
-def test_every_built_graph_reads_back_from_its_ui_form(case):
+def test_every_built_graph_has_matching_ui_and_api_forms(case):
     schemas, g = case
     api, ui = g.to_api(schemas), g.to_ui(schemas)
-    assert wf.diff_api(wf.ui_to_api(ui, schemas), api) == []
+    for node in ui["nodes"]:
+        if node["type"] in schemas:  # each widget slot holds the API input of its name (the frontend reads it so)
+            layout = wf.widget_layout(schemas[node["type"]])
+            assert len(node["widgets_values"]) == len(layout)
+            linked = {i["name"] for i in node["inputs"] if "widget" in i}
+            inputs = api[str(node["id"])]["inputs"]
+            assert {k: v for k, v in zip(layout, node["widgets_values"], strict=True) if k and k not in linked} == {
+                k: v for k, v in inputs.items() if k in layout and k not in linked}
     assert wf.structural_diff(ui, api) == []
     assert wf.validate_api(api, schemas) == []

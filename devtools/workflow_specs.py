@@ -1,5 +1,8 @@
 """The workflows shipped in workflows/, each described once (``make_workflows.py`` writes both forms).
 
+A new workflow is one function that builds a ``Graph``, decorated with ``@workflow`` (its name
+is the file name, its docstring's first line the summary); nothing else needs to change.
+
 Placeholders (the README explains them): checkpoints are the Stability AI file names
 (``v2-1_512-ema-pruned.safetensors`` for SD2.1-base, ``v2-1_768-ema-pruned.safetensors`` for
 SD2.1 768 v); residuals are named after their subject (``dog.safetensors``); layout images are
@@ -11,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workflow_builder import Graph
+from .workflow_builder import Graph
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
 SD21_768 = "v2-1_768-ema-pruned.safetensors"
@@ -23,6 +26,15 @@ class Spec:
     name: str
     build: Callable[[], Graph]
     summary: str
+
+
+SPECS: dict[str, Spec] = {}
+
+
+def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
+    """Register ``build`` as the spec of ``workflows/<its name>.json``."""
+    SPECS[build.__name__] = Spec(build.__name__, build, (build.__doc__ or "").strip().split("\n")[0])
+    return build
 
 
 def _model(g: Graph, ckpt: str = SD21_BASE):
@@ -62,6 +74,7 @@ def _sample_and_save(g: Graph, model, positive, negative, layout, size: int, pre
     return sample
 
 
+@workflow
 def two_subjects_boxes() -> Graph:
     """(a) Two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
     g = Graph("two_subjects_boxes")
@@ -95,6 +108,7 @@ the positive prompt; `dog #2:` is its second occurrence.""", col=2, title="Layou
     return g
 
 
+@workflow
 def three_subjects_same_class() -> Graph:
     """(b) Three subjects, two of the same class: "a dog and a dog" bound by occurrence."""
     g = Graph("three_subjects_same_class")
@@ -128,6 +142,7 @@ Headless, from the pack folder: `{RUNNER} workflows/api/three_subjects_same_clas
     return g
 
 
+@workflow
 def colour_map_layout() -> Graph:
     """(c) A layout from a colour-coded image (colour -> phrase), as the authors' format."""
     g = Graph("colour_map_layout")
@@ -161,6 +176,7 @@ Headless, from the pack folder (the runner uploads the image from workflows/imag
     return g
 
 
+@workflow
 def train_residual() -> Graph:
     """(d) Train a residual from a folder of photos and save it."""
     g = Graph("train_residual")
@@ -198,29 +214,56 @@ pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-predict
     return g
 
 
+@workflow
 def official_example() -> Graph:
-    """(e) The authors' inference example, as convert_official_config.py maps it (our own layout image).
+    """(e) The authors' inference example (our own layout image); the converter's template."""
+    # The authors' sampler: diffusers' LMS at order 1 (= Euler), 50 steps, CFG 7.5, 768x768, seeds 0-3.
+    # devtools/convert_official_config.py fills this graph's API form with a config's values.
+    prompt, weight, suppression = "a mug and a dog on the beach", 0.08, -1e8
+    steps, cfg, size, sampler, scheduler = 50, 7.5, 768, "euler", "normal"
+    g = Graph("official_example")
+    g.note(f"""\
+## The authors' inference example
 
-    Sampler euler/normal: their LMS scheduler stepped at order 1, which is Euler (see the converter).
-    """
-    from convert_official_config import OfficialConfig, build_graph
+Converted from the authors' config by `devtools/convert_official_config.py`: their prompt,
+residuals bound to the token positions of their `subject_list`, their colour layout and
+γ+, guidance weight {weight:g} and suppression {suppression:g}, and
+their sampler: {steps} steps of {sampler} ({scheduler}), CFG {cfg}, {size}x{size}, self-recurrence on guided
+steps. They used diffusers' LMS scheduler, but with order 1, which is Euler's step.
+They ran seeds 0 to 3: `python scripts/run_workflow.py <this API workflow> --seed 0-3`.""",
+           col=0, title="Read me", ui_size=(420, None))
+    model = g.node("CheckpointLoaderSimple", col=0, title="Load SD2.1 checkpoint", ckpt_name=SD21_768)
+    note = g.note(f"""\
+**Checkpoint**: `{SD21_768}` is a placeholder for the SD2.1 768 (v-prediction) model the
+authors used; pick yours in the list.""", col=0, title="Model")
+    g.group("Model", [model, note])
+    mug = g.node("Cones2LoadResidual", col=1, title="Subject: mug", residual_name="mug.safetensors",
+                 phrase="mug", occurrence=1, strength=1.0)
+    dog = g.node("Cones2LoadResidual", col=1, title="Subject: dog", residual_name="dog.safetensors",
+                 phrase="dog", occurrence=1, strength=1.0, bindings=mug[0])
+    residuals = g.note("""\
+**Residuals**: the authors' `.pt` files, converted to `.safetensors` in `models/cones2_residuals`
+(the converter does it; `scripts/convert_residual.py` too). The `.pt` files load directly as well.""",
+                       col=1, title="Subjects")
+    g.group("Subjects", [mug, dog, residuals])
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], text=prompt, bindings=dog[0])
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    image = g.node("LoadImage", col=2, title="Colour layout", image="official_layout_768.png")
+    layout = g.node("Cones2LayoutFromColorMap", col=2, title="Which colour is which subject", image=image[0],
+                    colors="255,192,0: mug 2.5\n255,0,0: dog 2.5", gamma=2.5, tolerance=0.0,
+                    background="255,255,255")
+    g.group("Prompt and layout", [pos, neg, image, layout])
+    latent = g.node("EmptyLatentImage", col=3, width=size, height=size, batch_size=1)
+    sample = g.node("Cones2LayoutGuidedSampler", col=3, title="Layout guided sampler (the authors' settings)",
+                    model=model[0], positive=pos[0], negative=neg[0], layout=layout[0], latent_image=latent[0],
+                    seed=0, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler, denoise=1.0,
+                    weight=weight, suppression=suppression, start_percent=0.0, end_percent=1.0,
+                    self_recurrence=True)
+    g.group("Sample", [latent, sample])
+    decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
+    save = g.node("SaveImage", col=4, images=decode[0], filename_prefix="cones2/official_example")
+    preview = g.node("Cones2LayoutPreview", col=4, layout=layout[0], image=decode[0])
+    show = g.node("PreviewImage", col=4, title="Layout over the image", images=preview[0])
+    g.group("Result", [decode, save, preview, show])
+    return g
 
-    config = OfficialConfig(
-        prompt="a mug and a dog on the beach",
-        subjects=(("mug", 2), ("dog", 5)),
-        residual_files={"mug": "mug.safetensors", "dog": "dog.safetensors"},
-        colors=(((255, 192, 0), "mug", 2.5), ((255, 0, 0), "dog", 2.5)),
-        guidance_steps=50, guidance_weight=0.08, weight_negative=-1e8,
-        layout_image="official_layout_768.png",
-        # What the converter derives from the token indices (tests/unit/test_convert_official_config.py).
-        bindings=(("mug", "mug", 1), ("dog", "dog", 1)))
-    return build_graph(config, name="official_example", checkpoint=SD21_768)
-
-
-SPECS: dict[str, Spec] = {s.name: s for s in (
-    Spec("two_subjects_boxes", two_subjects_boxes, two_subjects_boxes.__doc__),
-    Spec("three_subjects_same_class", three_subjects_same_class, three_subjects_same_class.__doc__),
-    Spec("colour_map_layout", colour_map_layout, colour_map_layout.__doc__),
-    Spec("train_residual", train_residual, train_residual.__doc__),
-    Spec("official_example", official_example, official_example.__doc__),
-)}

@@ -1,4 +1,4 @@
-"""ComfyUI's two workflow formats, and how one becomes the other (standard library only).
+"""ComfyUI's two workflow formats and the node schemas (``/object_info`` entries) behind them (standard library only).
 
 - **UI format** (what the frontend saves and opens; schema version 0.4): ``nodes`` with ids,
   positions, input/output slots and ``widgets_values``; ``links`` as
@@ -10,8 +10,9 @@ A node's ``widgets_values`` hold its widget inputs in ``INPUT_TYPES`` order (``i
 ``/object_info``, required then optional). The frontend adds a value after some widgets: the
 "control after generate" mode after an INT named ``seed``/``noise_seed`` or any widget declared
 with ``control_after_generate``, and the upload button's value after a combo with
-``image_upload``/``video_upload``/``animated_image_upload``. ``ui_to_api`` skips those, as the
-frontend's own graphToPrompt (frontend 1.27) does.
+``image_upload``/``video_upload``/``animated_image_upload`` (frontend 1.27). The builder writes
+both forms from one spec; the frontend's own graphToPrompt is the judge that they agree
+(tests/integration/test_frontend_workflows.py), so nothing here re-implements it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload", "audio_upload")
 # Nodes that live only in the frontend: never sent to the server.
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
-MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
-
-
-class WorkflowFormatError(ValueError):
-    """A workflow that is neither format, or that cannot be converted (the message says why)."""
 
 
 # --- detecting the format -----------------------------------------------------------------
@@ -43,15 +39,6 @@ def is_api_prompt(data: Any) -> bool:
     return (isinstance(data, dict) and bool(data)
             and all(isinstance(v, dict) and "class_type" in v and isinstance(v.get("inputs", {}), dict)
                     for v in data.values()))
-
-
-def unwrap_api_prompt(data: Any) -> dict | None:
-    """The API prompt in ``data``: itself, or the ``prompt`` of a saved /prompt request body."""
-    if is_api_prompt(data):
-        return data
-    if isinstance(data, dict) and is_api_prompt(data.get("prompt")):
-        return data["prompt"]
-    return None
 
 
 # --- node schemas (/object_info entries) ---------------------------------------------------
@@ -135,94 +122,6 @@ def output_types(schema: Mapping) -> list[str]:
 
 def output_names(schema: Mapping) -> list[str]:
     return list(schema.get("output_name") or schema.get("output") or [])
-
-
-# --- UI -> API -----------------------------------------------------------------------------
-
-def ui_to_api(ui: Mapping, object_info: Mapping[str, Mapping]) -> dict:
-    """The API prompt the frontend would queue for a UI workflow (as graphToPrompt does).
-
-    Note, MarkdownNote and muted nodes are dropped; Reroutes are followed; bypassed nodes pass
-    their input of the same type through; a PrimitiveNode's value replaces the link. Subgraphs
-    and group nodes are refused with a message.
-    """
-    if not is_ui_workflow(ui):
-        raise WorkflowFormatError("not a UI-format workflow (no 'nodes' and 'links')")
-    if (ui.get("definitions") or {}).get("subgraphs"):
-        raise WorkflowFormatError("the workflow holds subgraphs; convert it in the ComfyUI frontend "
-                                  "(Workflow > Export (API))")
-    nodes = {str(n["id"]): n for n in ui["nodes"]}
-    links = {int(link[0]): link for link in ui.get("links", [])}
-
-    def source(node_id: str, slot: int, seen=()) -> tuple[str, int] | tuple[None, Any]:
-        """Where an output really comes from: (node id, slot), or (None, literal value)."""
-        node = nodes.get(node_id)
-        if node is None or (node_id, slot) in seen:
-            return None, _MISSING
-        seen = (*seen, (node_id, slot))
-        typ = node["type"]
-        if typ == "Reroute" or node.get("mode") == MODE_BYPASS:
-            ins = node.get("inputs") or []
-            outs = node.get("outputs") or []
-            want = outs[slot]["type"] if slot < len(outs) else None
-            candidates = ([slot] if slot < len(ins) else []) + list(range(len(ins)))
-            for i in candidates:
-                inp = ins[i]
-                if inp.get("link") is not None and (typ == "Reroute" or inp.get("type") in (want, "*")):
-                    link = links[int(inp["link"])]
-                    return source(str(link[1]), int(link[2]), seen)
-            return None, _MISSING
-        if typ == "PrimitiveNode":
-            values = node.get("widgets_values") or []
-            return (None, values[0]) if values else (None, _MISSING)
-        if node.get("mode") == MODE_NEVER or typ in FRONTEND_ONLY:
-            return None, _MISSING
-        return node_id, slot
-
-    api: dict[str, dict] = {}
-    for node_id, node in nodes.items():
-        typ = node["type"]
-        if typ in FRONTEND_ONLY or node.get("mode") in (MODE_NEVER, MODE_BYPASS):
-            continue
-        schema = object_info.get(typ)
-        if schema is None:
-            raise WorkflowFormatError(f"node {node_id} is a {typ!r}, which this ComfyUI does not have "
-                                      "(a missing custom node pack?)")
-        inputs: dict[str, Any] = {}
-        values = node.get("widgets_values")
-        if isinstance(values, dict):
-            for inp in ordered_inputs(schema):
-                if inp.is_widget and inp.name in values:
-                    inputs[inp.name] = values[inp.name]
-        else:
-            values = list(values or [])
-            for i, name in enumerate(widget_layout(schema)):
-                if name is not None and i < len(values):
-                    inputs[name] = values[i]
-        for slot in node.get("inputs") or []:
-            if slot.get("link") is None:
-                continue
-            link = links.get(int(slot["link"]))
-            if link is None:
-                raise WorkflowFormatError(f"node {node_id} input {slot['name']!r} names link {slot['link']}, "
-                                          "which the workflow does not have")
-            origin, origin_slot = source(str(link[1]), int(link[2]))
-            if origin is None:
-                if origin_slot is not _MISSING:
-                    inputs[slot["name"]] = origin_slot
-                continue
-            inputs[slot["name"]] = [origin, origin_slot]
-        for name, value in list(inputs.items()):
-            if isinstance(value, list) and not _is_link(value):
-                inputs[name] = {"__value__": value}
-        api[node_id] = {"inputs": inputs, "class_type": typ, "_meta": {"title": node.get("title") or
-                                                                        schema.get("display_name") or typ}}
-    # Inputs linked to nodes that were dropped are dropped too (as the frontend does).
-    for entry in api.values():
-        for name, value in list(entry["inputs"].items()):
-            if _is_link(value) and value[0] not in api:
-                del entry["inputs"][name]
-    return api
 
 
 class _Missing:
@@ -382,8 +281,8 @@ def structural_diff(ui: Mapping, api: Mapping) -> list[str]:
     """Differences between a UI workflow and an API prompt that need no node schemas.
 
     Checks node ids and classes, titles, every link (by input name), and that the API's literal
-    values appear, in order, among the UI node's widgets_values. Use ``ui_to_api`` with
-    /object_info for the full check.
+    values appear, in order, among the UI node's widgets_values. The full check is the frontend's
+    own export (tests/integration/test_frontend_workflows.py).
     """
     out = []
     nodes = {str(n["id"]): n for n in ui.get("nodes", []) if n["type"] not in FRONTEND_ONLY}

@@ -1,4 +1,4 @@
-"""Shared parts of the tests' random-weight checkpoints (tiny_sd2, tiny_sd15).
+"""Shared parts of the random-weight test checkpoints (tiny_sd2, tiny_sd15), for tests and benchmarks.
 
 Real architectures, built with ComfyUI's own classes on the meta device and filled with
 random but finite weights, scaled so activations stay O(1); files are built once and cached.
@@ -69,7 +69,7 @@ def cached_checkpoint(stem: str, version: str, config: dict, build: Callable[[],
     if not path.exists():
         from safetensors.torch import save_file
 
-        from .host import load_host
+        from .comfy_host import load_host
 
         load_host()  # build() uses ComfyUI's own classes: a fresh process may not have imported them yet
 

@@ -1,14 +1,15 @@
-#!/usr/bin/env python3
-"""Write the shipped workflows from their specs (scripts/workflow_specs.py), in both formats.
+"""Write the shipped workflows from their specs (devtools/workflow_specs.py), in both formats.
 
-    python scripts/make_workflows.py                       # write every workflow whose nodes are known
-    python scripts/make_workflows.py --server http://127.0.0.1:8188   # refresh node schemas first
-    python scripts/make_workflows.py --check               # exit 1 if a file differs from its spec
+From the checkout's root:
+
+    python -m devtools.make_workflows                      # write every workflow whose nodes are known
+    python -m devtools.make_workflows --server http://127.0.0.1:8188   # refresh node schemas first
+    python -m devtools.make_workflows --check              # exit 1 if a file differs from its spec
 
 For each spec NAME: ``workflows/NAME.json`` (UI format, opens in ComfyUI's frontend and its
 template browser) and ``workflows/api/NAME.json`` (API format, for scripts/run_workflow.py and
 POST /prompt), plus the layout images in ``workflows/images/``. The node schemas (the
-/object_info entries of every node the specs use) are kept in scripts/workflow_schemas.json so
+/object_info entries of every node the specs use) are kept in devtools/workflow_schemas.json so
 that writing and checking need no ComfyUI; ``--server`` refreshes them from a running ComfyUI
 with the pack installed. A spec that uses a node without a schema is skipped and named.
 Standard library only.
@@ -26,11 +27,9 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import workflow_specs  # noqa: E402
-from workflow_builder import Graph  # noqa: E402
-from workflow_format import ordered_inputs  # noqa: E402
+from . import workflow_specs
+from .node_schemas import ordered_inputs
+from .workflow_builder import Graph
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
               "that has these nodes)")
     if args.check and stale:
         print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale)
-              + "\nrun: python scripts/make_workflows.py", file=sys.stderr)
+              + "\nrun: python -m devtools.make_workflows", file=sys.stderr)
         return 1
     if not stale:
         print("all workflow files are up to date")

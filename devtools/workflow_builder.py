@@ -7,7 +7,7 @@
     g.group("Model", [ckpt])
     api = g.to_api(schemas); ui = g.to_ui(schemas)
 
-``schemas`` are ``/object_info`` entries (see ``workflow_format``). Node ids are 1, 2, ... in
+``schemas`` are ``/object_info`` entries (see ``node_schemas``). Node ids are 1, 2, ... in
 declaration order and the same in both forms; the API node's ``_meta.title`` is the UI title.
 Widgets a spec leaves out get the node's default (an input without one must be given). The UI
 form is laid out in columns (``col``), nodes stacked by ``row`` then declaration order, each
@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflow_format import InputDef, is_link, ordered_inputs, output_names, output_types, widget_layout
+from .node_schemas import InputDef, is_link, ordered_inputs, output_names, output_types, widget_layout
 
 FRONTEND_VERSION = "1.27.10"  # the comfyui-frontend-package ComfyUI 0.3.64 pins
 PACK_CNR_ID = "comfyui-cones2"
