@@ -95,6 +95,11 @@ def subject_photo(phrase: str, occurrence: int, images: torch.Tensor, mask: torc
         if mask_is == "background":
             m = 1.0 - m
     m = m.clamp(0.0, 1.0)
+    if mask is not None and mask_is == "subject" and _covers_border(m):
+        raise InitLatentError(
+            f"subject {label!r}: the mask covers the photo's whole border, as Load Image's MASK of a cut-out PNG "
+            "with a transparent background does (it is 1 - alpha: 1 on the background); set mask_is to "
+            "'background' (if the subject really fills every edge, crop the photo around it)")
     if not bool((m > INSIDE).any()):
         what = "the alpha channel is transparent everywhere" if mask is None else "the mask is empty"
         flip = "" if mask is None else (" (or set mask_is to 'subject')" if mask_is == "background"
@@ -183,6 +188,11 @@ def sampler_latent(mean_shift: torch.Tensor, sigma_max: float) -> torch.Tensor:
     """The model-space latent a sampler must start from so that its UNet's first input is
     ``mean_shift + ε`` (Eq. 3 with ``mean_shift = γ·E(x_init)⊙Resize(M_init)``)."""
     return mean_shift * full_denoise_scale(sigma_max)
+
+
+def _covers_border(mask: torch.Tensor) -> bool:
+    edges = torch.cat([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    return bool((edges > INSIDE).all())
 
 
 def _bounding_box(region: torch.Tensor) -> Box:

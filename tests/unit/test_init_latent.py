@@ -61,7 +61,7 @@ def test_a_cut_out_fills_its_box_keeping_its_aspect_and_stays_inside(box, photo,
     pw, ph = photo
     sx, sy = int(frac[0] * pw), int(frac[1] * ph)
     sw, sh = max(1, min(pw - sx, int(frac[2] * pw))), max(1, min(ph - sy, int(frac[3] * ph)))
-    image, mask = photo_of(RED, pw, ph, Box(sx, sy, sw, sh))
+    image, mask = photo_of(RED, pw + 1, ph + 1, Box(sx, sy, sw, sh))  # a background row and column at least
     out = compose_subjects(layout, (subject_photo("dog", 1, image, mask),), 128, 128)
     target = Box(bx, by, bw, bh)  # the canvas is the composite's size: the region is the box itself
     (label, placed), = out.placed
@@ -106,8 +106,8 @@ def test_a_mask_region_gets_the_cut_out_fitted_into_its_bounding_box():
 def test_subjects_without_a_photo_get_nothing_and_later_subjects_go_on_top():
     layout = Layout(64, 64, (LayoutSubject("dog", box=Box(0, 0, 40, 40)), LayoutSubject("cat", box=Box(0, 0, 64, 64)),
                              LayoutSubject("barn", box=Box(20, 20, 44, 44))))
-    out = compose_subjects(layout, (subject_photo("barn", 1, *photo_of(GREEN, 8, 8, Box(0, 0, 8, 8))),
-                                    subject_photo("dog", 1, *photo_of(RED, 8, 8, Box(0, 0, 8, 8)))), 64, 64)
+    out = compose_subjects(layout, (subject_photo("barn", 1, *photo_of(GREEN, 10, 10, Box(1, 1, 8, 8))),
+                                    subject_photo("dog", 1, *photo_of(RED, 10, 10, Box(1, 1, 8, 8)))), 64, 64)
     assert [label for label, _ in out.placed] == ["dog", "barn"]  # layout order, cat has no photo
     assert bool(where(out, GREEN)[20:40, 20:40].all())  # barn pasted after dog, over their overlap
     assert bool(where(out, RED)[:20, :40].all()) and float(out.mask.sum()) == 40 * 40 + 44 * 44 - 20 * 20
@@ -116,6 +116,7 @@ def test_subjects_without_a_photo_get_nothing_and_later_subjects_go_on_top():
 def test_a_soft_mask_blends_over_the_black_canvas():
     image = torch.ones(1, 8, 8, 3)
     mask = torch.ones(1, 8, 8)
+    mask[0, 7] = 0.0  # the bottom row is background
     mask[0, 3, 3] = 0.25  # an edge pixel of a segmentation
     out = compose_subjects(Layout(8, 8, (LayoutSubject("dog", box=Box(0, 0, 8, 8)),)),
                            (subject_photo("dog", 1, image, mask),), 8, 8)
@@ -164,6 +165,8 @@ def test_alpha_and_the_mask_conventions():
     ({"mask": torch.zeros(1, 20, 30)}, r"subject 'dog': the mask is empty \(no value above 0.5\); mark the "
                                         r"subject \(if it marks the background, set mask_is to 'background'\)"),
     ({"mask": torch.ones(1, 20, 30), "mask_is": "background"}, r"the mask is empty .* set mask_is to 'subject'"),
+    ({"mask": torch.ones(1, 20, 30)}, r"subject 'dog': the mask covers the photo's whole border, as Load Image's "
+                                       r"MASK of a cut-out PNG .* set mask_is to 'background'"),
     ({}, r"subject 'dog': no mask and the photo has no alpha channel; connect a MASK of the subject"),
     ({"mask": torch.ones(2, 20, 30)}, r"the mask batch holds 2 masks for 1 photos"),
     ({"mask": torch.ones(1, 20, 30), "index": 1}, r"index 1 is outside the batch of 1 photo\(s\); give 0 to 0"),
@@ -180,10 +183,11 @@ def test_an_empty_phrase_is_refused():
 
 def test_a_photo_keeps_no_reference_to_its_inputs():
     image, mask = torch.rand(1, 8, 8, 3), torch.ones(1, 8, 8)
+    mask[0, 0] = 0.0
     p = subject_photo("dog", 1, image, mask)
     image.zero_()
     mask.zero_()
-    assert float(p.image.sum()) > 0 and float(p.mask.sum()) == 64
+    assert float(p.image.sum()) > 0 and float(p.mask.sum()) == 56
 
 
 # --- the latent mask and the sampler's scale -------------------------------------------------
