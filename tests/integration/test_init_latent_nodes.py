@@ -88,11 +88,12 @@ def sample(host, kind, model, latent, prompts, layout=None, seed=SEED):
         (out,) = host.run("KSamplerAdvanced", model=model, add_noise="enable", noise_seed=seed, steps=1, cfg=7.5,
                           sampler_name="euler", scheduler="normal", positive=pos, negative=neg, latent_image=latent,
                           start_at_step=0, end_at_step=10000, return_with_leftover_noise="disable")
-    elif kind == "Cones2LayoutGuidedSampler":
+    elif kind.startswith("Cones2LayoutGuidedSampler"):
         (out,) = host.run("Cones2LayoutGuidedSampler", model=model, seed=seed, steps=1, cfg=7.5, sampler_name="euler",
                           scheduler="normal", positive=pos, negative=neg, layout=layout, latent_image=latent,
                           denoise=1.0, weight=0.08, suppression=-1e8, suppression_scope="outside own region (official)",
-                          sigma_schedule="log(1+sigma^2)*std (official)", start_percent=0.0, end_percent=1.0)
+                          sigma_schedule="log(1+sigma^2)*std (official)", start_percent=0.0, end_percent=1.0,
+                          self_recurrence=kind.endswith("self_recurrence"))
     else:
         load_core_extras(host)
         (sigmas,) = host.run("BasicScheduler", model=model, scheduler="normal", steps=1, denoise=1.0)
@@ -118,7 +119,8 @@ def expected_mean_shift(host, vae, composite, gamma):
     return gamma * SD_SCALE * encoded["samples"] * cells
 
 
-SAMPLERS = ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "Cones2LayoutGuidedSampler"]
+SAMPLERS = ["KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "Cones2LayoutGuidedSampler",
+            "Cones2LayoutGuidedSampler+self_recurrence"]
 
 
 @pytest.mark.parametrize("kind", SAMPLERS)
