@@ -252,3 +252,14 @@ def test_node_errors_name_the_node_the_subject_and_the_fix(host, sd2, photos):
                                          r"50x40"):
         host.run("Cones2SubjectPhoto", image=torch.rand(1, 40, 50, 3), mask=torch.zeros(1, 64, 64), phrase="dog",
                  occurrence=2, mask_is="subject", index=0)
+
+
+def test_the_nodes_are_registered_with_their_names_and_sockets(host):
+    names = host.nodes.NODE_DISPLAY_NAME_MAPPINGS
+    assert names["Cones2SubjectPhoto"] == "Cones2 Subject Photo"
+    assert names["Cones2LayoutInitLatent"] == "Cones2 Layout Init Latent"
+    photo, init = host.node("Cones2SubjectPhoto"), host.node("Cones2LayoutInitLatent")
+    assert photo.RETURN_TYPES == ("CONES2_SUBJECT_PHOTOS",) and photo.CATEGORY == init.CATEGORY == "cones2/latent"
+    assert init.RETURN_TYPES == ("LATENT", "IMAGE", "IMAGE")
+    assert init.RETURN_NAMES == ("latent", "composite", "mean_shift")
+    assert init.INPUT_TYPES()["required"]["gamma"][0] == "FLOAT"  # a plain FLOAT spec (the shared float checks)
