@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workflow_builder import Graph
+from workflow_spec_init_latent import init_latent_from_photos
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
 SD21_768 = "v2-1_768-ema-pruned.safetensors"
@@ -223,4 +224,5 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("colour_map_layout", colour_map_layout, colour_map_layout.__doc__),
     Spec("train_residual", train_residual, train_residual.__doc__),
     Spec("official_example", official_example, official_example.__doc__),
+    Spec("init_latent_from_photos", init_latent_from_photos, init_latent_from_photos.__doc__),
 )}
