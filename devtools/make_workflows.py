@@ -130,7 +130,10 @@ def outputs_for(graph: Graph, schemas: dict) -> dict[Path, bytes]:
 
 
 def image_outputs() -> dict[Path, bytes]:
-    return {IMAGES_DIR / name: png_bytes(*spec) for name, spec in IMAGES.items()}
+    from .workflow_spec_init_latent import PHOTOS
+
+    return {**{IMAGES_DIR / name: png_bytes(*spec) for name, spec in IMAGES.items()},
+            **{IMAGES_DIR / name: make() for name, make in PHOTOS.items()}}
 
 
 def build_all(names: list[str] | None, schemas: dict) -> tuple[dict[Path, bytes], dict[str, list[str]]]:

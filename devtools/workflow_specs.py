@@ -267,3 +267,7 @@ authors used; pick yours in the list.""", col=0, title="Model")
     g.group("Result", [decode, save, preview, show])
     return g
 
+
+from .workflow_spec_init_latent import init_latent_from_photos  # noqa: E402  (its own module: photos too)
+
+workflow(init_latent_from_photos)

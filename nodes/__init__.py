@@ -1,12 +1,12 @@
 """ComfyUI node classes of the pack, one module per feature group."""
 
 from ..comfy_adapters.folders import register_model_folders
-from . import layout_guidance_nodes, layout_nodes, residual_nodes, training_nodes
+from . import init_latent_nodes, layout_guidance_nodes, layout_nodes, residual_nodes, training_nodes
 
 register_model_folders()
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (residual_nodes, layout_nodes, layout_guidance_nodes, training_nodes):
+for _module in (residual_nodes, layout_nodes, layout_guidance_nodes, training_nodes, init_latent_nodes):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -3,7 +3,9 @@
 BINDINGS = "CONES2_BINDINGS"  # list of residual bindings, from Cones2LoadResidual / Cones2BindResidual
 RESIDUAL = "CONES2_RESIDUAL"  # a training.residual_file.Residual, e.g. from Cones2TrainResidual
 LAYOUT = "CONES2_LAYOUT"  # a guidance.layout.Layout
+SUBJECT_PHOTOS = "CONES2_SUBJECT_PHOTOS"  # tuple of guidance.init_latent.SubjectPhoto, from Cones2SubjectPhoto
 
 CATEGORY = "cones2"
 LAYOUT_CATEGORY = "cones2/layout"
 TRAINING_CATEGORY = "cones2/training"
+LATENT_CATEGORY = "cones2/latent"
