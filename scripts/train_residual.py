@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     import comfy.sd
     import folder_paths
     import torch
-    from cones2.comfy_adapters.folders import new_checkpoint_path, residual_save_dir
+    from cones2.comfy_adapters.folders import new_checkpoint_path, register_model_folders, residual_save_dir
     from cones2.comfy_adapters.loss_plot import loss_plot_image
     from cones2.comfy_adapters.training import train_with_comfy, training_mode
     from cones2.training.errors import TrainingError
@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     from cones2.training.residual_file import make_residual
     from cones2.training.trainer import OutOfMemory, TrainSettings, residual_training_info
 
+    register_model_folders()  # models/cones2_residuals, as the pack does when ComfyUI loads it
     settings = settings_from(args, TrainSettings)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
