@@ -19,7 +19,7 @@ from ..guidance.layout_text import (
     parse_color_list,
     parse_color_mapping,
 )
-from .node_errors import named_errors
+from .node_errors import named_errors, node_message
 from .node_registry import register_nodes
 from .node_types import LAYOUT
 from .node_types import LAYOUT_CATEGORY as CATEGORY
@@ -99,16 +99,17 @@ class Cones2LayoutFromMask:
         node = self.NAME
         if mask.ndim == 3:
             if mask.shape[0] != 1:
-                raise ValueError(f"{node}: the mask input holds a batch of {mask.shape[0]} masks; give one mask "
-                                 "(one region per node; chain a node per subject)")
+                raise ValueError(node_message(node, f"the mask input holds a batch of {mask.shape[0]} masks; give "
+                                              "one mask (one region per node; chain a node per subject)"))
             mask = mask[0]
         if mask.ndim != 2:
-            raise ValueError(f"{node}: expected a MASK [height, width] or [1, height, width], got {list(mask.shape)}")
+            raise ValueError(node_message(node, f"expected a MASK [height, width] or [1, height, width], got "
+                                                f"{list(mask.shape)}"))
         mask = mask.detach().to("cpu", torch.float32)
         if not bool((mask > 0.5).any()):
-            raise ValueError(
-                f"{node}: the mask is empty (no value above 0.5); paint the region where {phrase.strip() or 'the subject'!r} "
-                "goes (LoadImage gives an empty 64x64 mask for an image without alpha: paint it in the mask editor)")
+            raise ValueError(node_message(
+                node, f"the mask is empty (no value above 0.5); paint the region where {phrase.strip() or 'the subject'!r} "
+                "goes (LoadImage gives an empty 64x64 mask for an image without alpha: paint it in the mask editor)"))
         with named_errors(node, value=(LayoutError,)):
             if layout is None:
                 layout = Layout(int(mask.shape[1]), int(mask.shape[0]))
@@ -156,8 +157,8 @@ class Cones2LayoutFromColorMap:
         node = self.NAME
         if image.ndim == 4:
             if image.shape[0] != 1:
-                raise ValueError(f"{node}: the image input holds a batch of {image.shape[0]} images; give the one "
-                                 "colour map")
+                raise ValueError(node_message(node, f"the image input holds a batch of {image.shape[0]} images; "
+                                              "give the one colour map"))
             image = image[0]
         with named_errors(node, value=(LayoutError,)):
             entries = parse_color_mapping(colors)
