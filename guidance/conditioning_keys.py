@@ -5,4 +5,3 @@ which is how layout guidance finds each positive prompt's token positions.
 """
 
 PROMPT_TOKENS = "cones2_prompt_tokens"  # guidance.prompt_tokens.PromptTokens of the encoded prompt
-PLACEMENTS = "cones2_placements"  # tuple[guidance.residual_placement.Placement, ...] added to it

@@ -3,25 +3,9 @@
 Box lines
 ---------
 The ``boxes`` value of ``Cones2LayoutBoxes``, read and written by hand and by the box-drawing
-widget. One box per line::
-
-    text       := line ("\\n" line)*
-    line       := blank | comment | box
-    blank      := only whitespace
-    comment    := whitespace* "#" anything        (whole lines only; no comment after a box)
-    box        := phrase ["#" occurrence] ":" x SEP y SEP width SEP height [SEP gamma]
-    phrase     := characters other than ":" "#" "," and line breaks; surrounding whitespace is
-                  ignored and inner runs of whitespace count as one space ("robot toy")
-    occurrence := integer >= 1 (spaces may surround "#"); omitted = 1
-    x, y       := integer >= 0: the box's top-left corner, in pixels from the canvas's left/top edge
-    width, height := integer >= 1, in pixels; x + width <= canvas width, y + height <= canvas height
-    gamma      := a decimal number (2, 2.5, 1e-1, -1): this box's γ+; omitted = the node's gamma
-    SEP        := one or more spaces, tabs or commas (also allowed right after ":" and at the end)
-
-e.g. ``dog: 32 64 224 320`` and ``dog #2: 288, 64, 224, 320, 2.0``. A phrase occurrence has one
-box. The canonical form written by ``format_box_lines`` is
-``<phrase>[ #<occurrence>]: <x> <y> <width> <height>[ <gamma>]`` (occurrence only when > 1,
-gamma only when set), one line per box, ``\\n`` line ends.
+widget. Their grammar has one home, the README's "Cones2 Layout Boxes" section: this parser,
+the node's tooltip and the widget's parser (``web/lib/layout_box_text.js``) follow it.
+``format_box_lines`` writes the canonical form given there; ``parse_box_lines`` reads it back.
 
 Colour mappings
 ---------------

@@ -20,12 +20,17 @@ from ..guidance.init_latent import (
     subject_photo,
 )
 from ..guidance.layout_guidance import ASPECT_TOLERANCE
+from .node_errors import named_errors, node_message
+from .node_registry import register_nodes
 from .node_types import LATENT_CATEGORY as CATEGORY
 from .node_types import LAYOUT, SUBJECT_PHOTOS
 
 
 class Cones2SubjectPhoto:
     """A reference photo of one layout subject and its mask; chain one node per subject."""
+
+    NAME = "Cones2SubjectPhoto"
+    DISPLAY_NAME = "Cones2 Subject Photo"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -59,15 +64,16 @@ class Cones2SubjectPhoto:
                    "Init Latent. Chain one node per subject.")
 
     def add(self, image, phrase, occurrence, mask_is, index, mask=None, subject_photos=None):
-        try:
+        with named_errors(self.NAME, value=(InitLatentError,)):
             photo = subject_photo(phrase, int(occurrence), image, mask, mask_is, int(index))
-        except InitLatentError as e:
-            raise ValueError(f"Cones2SubjectPhoto: {e}") from None
         return (tuple(subject_photos or ()) + (photo,),)
 
 
 class Cones2LayoutInitLatent:
     """MuDI's initial latent: the subjects' photos composed in their layout regions, as the noise's mean."""
+
+    NAME = "Cones2LayoutInitLatent"
+    DISPLAY_NAME = "Cones2 Layout Init Latent"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -99,35 +105,33 @@ class Cones2LayoutInitLatent:
                    "(KSampler denoise 1.0): the model's first input is then γ·E(composite)⊙mask + noise.")
 
     def build(self, layout, subject_photos, vae, gamma, latent=None, model=None):
-        node = "Cones2LayoutInitLatent"
+        node = self.NAME
         gamma = float(gamma)
         if latent is not None:
             samples = latent["samples"]
             if samples.ndim != 4:
-                raise ValueError(f"{node}: the latent is {list(samples.shape)}; give an image latent "
-                                 "[batch, channels, height, width] (e.g. from Empty Latent Image)")
+                raise ValueError(node_message(node, f"the latent is {list(samples.shape)}; give an image latent "
+                                 "[batch, channels, height, width] (e.g. from Empty Latent Image)"))
             batch, height, width = int(samples.shape[0]), int(samples.shape[2]), int(samples.shape[3])
         else:
             batch, height, width = 1, layout.height // 8, layout.width // 8
         canvas, image_aspect = layout.width / layout.height, width / height
         if abs(canvas - image_aspect) > ASPECT_TOLERANCE * image_aspect:
-            raise ValueError(
-                f"{node}: the layout canvas is {layout.width}x{layout.height} (aspect {canvas:.3f}) but the latent "
+            raise ValueError(node_message(
+                node, f"the layout canvas is {layout.width}x{layout.height} (aspect {canvas:.3f}) but the latent "
                 f"is for a {width * 8}x{height * 8} image (aspect {image_aspect:.3f}); give the latent the "
-                "layout's aspect ratio, or draw the layout on a canvas of the image's aspect")
+                "layout's aspect ratio, or draw the layout on a canvas of the image's aspect"))
         space = latent_space(model, node)
-        try:
+        with named_errors(node, value=(InitLatentError,)):
             composite = compose_subjects(layout, tuple(subject_photos), width * 8, height * 8)
             mask = latent_mask(composite.mask, height, width)
-        except InitLatentError as e:
-            raise ValueError(f"{node}: {e}") from None
         encoded = encode(vae, composite.image).to("cpu", torch.float32)
         if tuple(encoded.shape[-2:]) != (height, width):
-            raise ValueError(f"{node}: the VAE made a {encoded.shape[-1]}x{encoded.shape[-2]} latent of a "
-                             f"{width * 8}x{height * 8} image; use an SD VAE (8x downscale)")
+            raise ValueError(node_message(node, f"the VAE made a {encoded.shape[-1]}x{encoded.shape[-2]} latent of a "
+                             f"{width * 8}x{height * 8} image; use an SD VAE (8x downscale)"))
         if latent is not None and encoded.shape[1] != samples.shape[1]:
-            raise ValueError(f"{node}: the VAE's latents have {encoded.shape[1]} channels but the latent input has "
-                             f"{samples.shape[1]}; use the latent and VAE of one model")
+            raise ValueError(node_message(node, f"the VAE's latents have {encoded.shape[1]} channels but the latent input has "
+                             f"{samples.shape[1]}; use the latent and VAE of one model"))
         mean_shift = gamma * space.process_in(encoded) * mask if gamma else torch.zeros_like(encoded)
         out = {"samples": latent_for_sampler(space, mean_shift).repeat(batch, 1, 1, 1)}
         if latent is not None and "batch_index" in latent:
@@ -136,11 +140,4 @@ class Cones2LayoutInitLatent:
         return (out, composite.image[None], shown)
 
 
-NODE_CLASS_MAPPINGS = {
-    "Cones2SubjectPhoto": Cones2SubjectPhoto,
-    "Cones2LayoutInitLatent": Cones2LayoutInitLatent,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "Cones2SubjectPhoto": "Cones2 Subject Photo",
-    "Cones2LayoutInitLatent": "Cones2 Layout Init Latent",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(Cones2SubjectPhoto, Cones2LayoutInitLatent)

@@ -14,6 +14,8 @@ from ..comfy_adapters.self_recurrent_sampler import SelfRecurrentSampler, check_
 from ..guidance.attention_bias import SuppressionScope
 from ..guidance.layout_guidance import DEFAULT_SUPPRESSION, DEFAULT_WEIGHT, GuidanceSettings
 from ..guidance.strength import SigmaSchedule
+from .node_errors import named_errors
+from .node_registry import register_nodes
 from .node_types import CATEGORY, LAYOUT
 
 
@@ -42,11 +44,9 @@ def guidance_inputs() -> dict:
 
 
 def _settings(node, weight, suppression, suppression_scope, sigma_schedule) -> GuidanceSettings:
-    try:
+    with named_errors(node, value=(ValueError,)):
         scope = SuppressionScope(suppression_scope)
         schedule = SigmaSchedule(sigma_schedule)
-    except ValueError as e:
-        raise ValueError(f"{node}: {e}") from None
     return GuidanceSettings(weight=float(weight), suppression=float(suppression), scope=scope, schedule=schedule)
 
 
@@ -54,6 +54,7 @@ class Cones2LayoutGuidance:
     """MODEL + layout -> MODEL whose sampling steers each subject's attention into its region."""
 
     NAME = "Cones2LayoutGuidance"
+    DISPLAY_NAME = "Cones2 Layout Guidance"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -83,6 +84,7 @@ class Cones2LayoutGuidedSampler:
     """KSampler with layout guidance and the official self-recurrence."""
 
     NAME = "Cones2LayoutGuidedSampler"
+    DISPLAY_NAME = "Cones2 Layout Guided Sampler"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -139,11 +141,4 @@ class Cones2LayoutGuidedSampler:
         return (out,)
 
 
-NODE_CLASS_MAPPINGS = {
-    "Cones2LayoutGuidance": Cones2LayoutGuidance,
-    "Cones2LayoutGuidedSampler": Cones2LayoutGuidedSampler,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "Cones2LayoutGuidance": "Cones2 Layout Guidance",
-    "Cones2LayoutGuidedSampler": "Cones2 Layout Guided Sampler",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(Cones2LayoutGuidance, Cones2LayoutGuidedSampler)

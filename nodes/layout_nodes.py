@@ -19,6 +19,8 @@ from ..guidance.layout_text import (
     parse_color_list,
     parse_color_mapping,
 )
+from .node_errors import named_errors, node_message
+from .node_registry import register_nodes
 from .node_types import LAYOUT
 from .node_types import LAYOUT_CATEGORY as CATEGORY
 
@@ -29,12 +31,11 @@ _GAMMA = ("FLOAT", {"default": DEFAULT_GAMMA, "min": 0.0, "max": 20.0, "step": 0
 _CHAIN = (LAYOUT, {"tooltip": "A layout to add to (same canvas); chain nodes to combine boxes, masks and colour maps."})
 
 
-def _node_error(node: str, error: Exception) -> ValueError:
-    return ValueError(f"{node}: {error}")
-
-
 class Cones2LayoutBoxes:
     """Boxes in pixels on a canvas, one per line of text (the format the box-drawing widget writes)."""
+
+    NAME = "Cones2LayoutBoxes"
+    DISPLAY_NAME = "Cones2 Layout Boxes"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -46,9 +47,9 @@ class Cones2LayoutBoxes:
                                    "Canvas height in pixels."}),
                 "boxes": ("STRING", {"multiline": True, "default": "",
                                      "placeholder": "dog: 32 64 224 320\ndog #2: 288 64 224 320 2.0",
-                                     "tooltip": f"One box per line: {BOX_SYNTAX}. Pixels, top-left origin; "
-                                                "commas or spaces between numbers; lines starting with # are "
-                                                "comments."}),
+                                     "tooltip": f"One box per line: {BOX_SYNTAX}, in pixels from the "
+                                                "canvas's top-left corner. The full grammar: the README, "
+                                                "section Cones2 Layout Boxes."}),
                 "gamma": _GAMMA,
             },
             "optional": {"layout": _CHAIN},
@@ -58,18 +59,19 @@ class Cones2LayoutBoxes:
     RETURN_NAMES = ("layout",)
     FUNCTION = "build"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Places subjects in boxes: one line per box, '<phrase> [#<occurrence>]: <x> <y> <width> <height> "
-                   "[<gamma>]', in pixels from the top-left corner of the canvas.")
+    DESCRIPTION = (f"Places subjects in boxes: one line per box, '{BOX_SYNTAX}', in pixels from the top-left "
+                   "corner of the canvas (grammar: the README, section Cones2 Layout Boxes).")
 
     def build(self, width, height, boxes, gamma, layout=None):
-        try:
+        with named_errors(self.NAME, value=(LayoutError,)):
             return (layout_from_box_lines(parse_box_lines(boxes), int(width), int(height), float(gamma), layout),)
-        except LayoutError as e:
-            raise _node_error("Cones2LayoutBoxes", e) from None
 
 
 class Cones2LayoutFromMask:
     """One subject whose region is a free-form MASK (paper appendix B.4)."""
+
+    NAME = "Cones2LayoutFromMask"
+    DISPLAY_NAME = "Cones2 Layout from Mask"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -94,30 +96,32 @@ class Cones2LayoutFromMask:
     DESCRIPTION = "Places one subject in a free-form region given as a MASK (values above 0.5 are inside)."
 
     def build(self, mask, phrase, occurrence, gamma, layout=None):
-        node = "Cones2LayoutFromMask"
+        node = self.NAME
         if mask.ndim == 3:
             if mask.shape[0] != 1:
-                raise ValueError(f"{node}: the mask input holds a batch of {mask.shape[0]} masks; give one mask "
-                                 "(one region per node; chain a node per subject)")
+                raise ValueError(node_message(node, f"the mask input holds a batch of {mask.shape[0]} masks; give "
+                                              "one mask (one region per node; chain a node per subject)"))
             mask = mask[0]
         if mask.ndim != 2:
-            raise ValueError(f"{node}: expected a MASK [height, width] or [1, height, width], got {list(mask.shape)}")
+            raise ValueError(node_message(node, f"expected a MASK [height, width] or [1, height, width], got "
+                                                f"{list(mask.shape)}"))
         mask = mask.detach().to("cpu", torch.float32)
         if not bool((mask > 0.5).any()):
-            raise ValueError(
-                f"{node}: the mask is empty (no value above 0.5); paint the region where {phrase.strip() or 'the subject'!r} "
-                "goes (LoadImage gives an empty 64x64 mask for an image without alpha: paint it in the mask editor)")
-        try:
+            raise ValueError(node_message(
+                node, f"the mask is empty (no value above 0.5); paint the region where {phrase.strip() or 'the subject'!r} "
+                "goes (LoadImage gives an empty 64x64 mask for an image without alpha: paint it in the mask editor)"))
+        with named_errors(node, value=(LayoutError,)):
             if layout is None:
                 layout = Layout(int(mask.shape[1]), int(mask.shape[0]))
             mask = fit_mask(mask, layout.width, layout.height, what="the mask")
             return (layout.add(LayoutSubject(phrase.strip(), int(occurrence), mask=mask, gamma=float(gamma))),)
-        except LayoutError as e:
-            raise _node_error(node, e) from None
 
 
 class Cones2LayoutFromColorMap:
     """Subjects from a colour-coded image (the authors' layout format: colour -> phrase, γ+)."""
+
+    NAME = "Cones2LayoutFromColorMap"
+    DISPLAY_NAME = "Cones2 Layout from Color Map"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -150,22 +154,23 @@ class Cones2LayoutFromColorMap:
                    "(colour -> phrase, γ+); anti-aliased edges are assigned to the nearer colour.")
 
     def build(self, image, colors, gamma, tolerance, background, layout=None):
-        node = "Cones2LayoutFromColorMap"
+        node = self.NAME
         if image.ndim == 4:
             if image.shape[0] != 1:
-                raise ValueError(f"{node}: the image input holds a batch of {image.shape[0]} images; give the one "
-                                 "colour map")
+                raise ValueError(node_message(node, f"the image input holds a batch of {image.shape[0]} images; "
+                                              "give the one colour map"))
             image = image[0]
-        try:
+        with named_errors(node, value=(LayoutError,)):
             entries = parse_color_mapping(colors)
             return (layout_from_color_map(image, entries, parse_color_list(background), float(tolerance),
                                           float(gamma), layout),)
-        except LayoutError as e:
-            raise _node_error(node, e) from None
 
 
 class Cones2LayoutPreview:
     """Draws a layout's regions, coloured and labelled, over an optional image."""
+
+    NAME = "Cones2LayoutPreview"
+    DISPLAY_NAME = "Cones2 Layout Preview"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -192,15 +197,5 @@ class Cones2LayoutPreview:
         return (render_layout_preview(layout, image, float(opacity)),)
 
 
-NODE_CLASS_MAPPINGS = {
-    "Cones2LayoutBoxes": Cones2LayoutBoxes,
-    "Cones2LayoutFromMask": Cones2LayoutFromMask,
-    "Cones2LayoutFromColorMap": Cones2LayoutFromColorMap,
-    "Cones2LayoutPreview": Cones2LayoutPreview,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "Cones2LayoutBoxes": "Cones2 Layout Boxes",
-    "Cones2LayoutFromMask": "Cones2 Layout from Mask",
-    "Cones2LayoutFromColorMap": "Cones2 Layout from Color Map",
-    "Cones2LayoutPreview": "Cones2 Layout Preview",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(
+    Cones2LayoutBoxes, Cones2LayoutFromMask, Cones2LayoutFromColorMap, Cones2LayoutPreview)

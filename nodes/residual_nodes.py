@@ -16,6 +16,8 @@ from ..guidance.residual_placement import (
     locate_bindings,
 )
 from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
+from .node_errors import named_errors, node_message
+from .node_registry import register_nodes
 from .node_types import BINDINGS, CATEGORY, RESIDUAL
 
 BINDING_INPUTS = {
@@ -33,16 +35,18 @@ def bind(node: str, name: str, residual, phrase: str, occurrence: int, strength:
     """``bindings`` plus ``residual`` bound to ``phrase`` (default: its recorded subject)."""
     phrase = phrase.strip() or (residual.subject or "")
     if not phrase:
-        raise ValueError(
-            f"{node}: {name} records no subject (an authors' .pt file, or one converted without --subject). "
-            "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."
-        )
+        raise ValueError(node_message(
+            node, f"{name} records no subject (an authors' .pt file, or one converted without --subject). "
+            "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."))
     binding = ResidualBinding(name, residual.tensor, phrase, int(occurrence), float(strength))
     return (tuple(bindings or ()) + (binding,),)
 
 
 class Cones2LoadResidual:
     """Load one subject's residual and bind it to an occurrence of a phrase; chainable."""
+
+    NAME = "Cones2LoadResidual"
+    DISPLAY_NAME = "Cones2 Load Residual"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -71,15 +75,16 @@ class Cones2LoadResidual:
 
     def load(self, residual_name, phrase, occurrence, strength, bindings=None):
         path = folder_paths.get_full_path_or_raise(RESIDUALS, residual_name)
-        try:
+        with named_errors(self.NAME, value=(ResidualFileError,)):
             residual = load_residual(path)
-        except ResidualFileError as e:
-            raise ValueError(f"Cones2LoadResidual: {e}") from None
-        return bind("Cones2LoadResidual", residual_name, residual, phrase, occurrence, strength, bindings)
+        return bind(self.NAME, residual_name, residual, phrase, occurrence, strength, bindings)
 
 
 class Cones2BindResidual:
     """Bind a residual made in this graph (e.g. by Cones2TrainResidual) without saving it first."""
+
+    NAME = "Cones2BindResidual"
+    DISPLAY_NAME = "Cones2 Bind Residual"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -97,11 +102,14 @@ class Cones2BindResidual:
 
     def bind(self, residual, phrase, occurrence, strength, bindings=None):
         name = f"trained residual '{residual.subject}'" if residual.subject else "the residual"
-        return bind("Cones2BindResidual", name, residual, phrase, occurrence, strength, bindings)
+        return bind(self.NAME, name, residual, phrase, occurrence, strength, bindings)
 
 
 class Cones2ApplyResidual:
     """Encode a prompt exactly as CLIPTextEncode does, then add each bound residual at its phrase's rows."""
+
+    NAME = "Cones2ApplyResidual"
+    DISPLAY_NAME = "Cones2 Apply Residual (Text Encode)"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -124,50 +132,37 @@ class Cones2ApplyResidual:
 
     def encode(self, clip, text, bindings=None):
         if clip is None:
-            raise RuntimeError("Cones2ApplyResidual: the clip input is None; the checkpoint has no text encoder.")
+            raise RuntimeError(node_message(self.NAME, "the clip input is None; the checkpoint has no text encoder."))
         bindings = tuple(bindings or ())
         tokens = clip.tokenize(text)
         tokenizer = getattr(clip.tokenizer, "clip_h", None)
         if set(tokens) != {"h"} or tokenizer is None:
-            raise ValueError(
-                f"Cones2ApplyResidual: this CLIP is not SD2's (its encoders: {sorted(tokens)}; SD2 has one "
-                "OpenCLIP-H 'h'). Cones 2 works with SD2.x checkpoints; load one with CheckpointLoaderSimple."
-            )
+            raise ValueError(node_message(
+                self.NAME, f"this CLIP is not SD2's (its encoders: {sorted(tokens)}; SD2 has one "
+                "OpenCLIP-H 'h'). Cones 2 works with SD2.x checkpoints; load one with CheckpointLoaderSimple."))
         prompt_tokens = PromptTokens.from_chunks(
             tokens["h"], lambda i: tokenizer.inv_vocab.get(i, ""), tokenizer.start_token, tokenizer.end_token)
-        try:
+        with named_errors(self.NAME, value=(PhraseNotFoundError, ResidualPlacementError)):
             placements = locate_bindings(prompt_tokens, bindings)
-        except (PhraseNotFoundError, ResidualPlacementError) as e:
-            raise ValueError(f"Cones2ApplyResidual: {e}") from None
 
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         width = conditioning[0][0].shape[-1]
         if width != EMBED_DIM:
-            raise ValueError(
-                f"Cones2ApplyResidual: this CLIP gives {width}-wide embeddings; SD2's are {EMBED_DIM}. "
-                "Use the CLIP of an SD2.x checkpoint."
-            )
+            raise ValueError(node_message(
+                self.NAME, f"this CLIP gives {width}-wide embeddings; SD2's are {EMBED_DIM}. "
+                "Use the CLIP of an SD2.x checkpoint."))
         residuals = [b.residual for b in bindings]
-        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens, conditioning_keys.PLACEMENTS: tuple(placements)}
+        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens}
         out = []
         for cond, meta in conditioning:
             if cond.shape[1] != prompt_tokens.length:
-                raise RuntimeError(
-                    f"Cones2ApplyResidual: the encoder returned {cond.shape[1]} rows for {prompt_tokens.length} "
-                    "tokens; this CLIP does not encode like SD2's."
-                )
+                raise RuntimeError(node_message(
+                    self.NAME, f"the encoder returned {cond.shape[1]} rows for {prompt_tokens.length} "
+                    "tokens; this CLIP does not encode like SD2's."))
             new_cond = add_residuals(cond, placements, residuals) if placements else cond
             out.append([new_cond, {**meta, **extra}])
         return (out,)
 
 
-NODE_CLASS_MAPPINGS = {
-    "Cones2LoadResidual": Cones2LoadResidual,
-    "Cones2BindResidual": Cones2BindResidual,
-    "Cones2ApplyResidual": Cones2ApplyResidual,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "Cones2LoadResidual": "Cones2 Load Residual",
-    "Cones2BindResidual": "Cones2 Bind Residual",
-    "Cones2ApplyResidual": "Cones2 Apply Residual (Text Encode)",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(
+    Cones2LoadResidual, Cones2BindResidual, Cones2ApplyResidual)

@@ -28,44 +28,46 @@ else:  # run as a file: Python put scripts/ first on sys.path
     from pack_alias import import_pack_core
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-OFFICIAL = {"learning_rate": 5e-6, "steps": 4000, "resolution": 768, "preservation": "official",
-            "residual_from": "templates", "training_prompt": "{}"}
+
+
+def add_setting_flags(group) -> None:
+    """One flag per training setting, made from its declaration (training/train_settings.py)."""
+    from cones2.training.train_settings import options
+
+    for s in options():
+        text = f"{s.help} Default: {s.default}.".replace("%", "%%")
+        if s.kind is bool:
+            if s.option.off_flag:
+                flags, text = [s.option.off_flag], f"turn off (on by default): {s.help}".replace("%", "%%")
+            else:
+                flags, text = ["--" + s.name.replace("_", "-"), *s.option.aliases], f"{s.help} Off by default."
+            group.add_argument(*flags, dest=s.name, action="store_const", const=not s.default, help=text)
+            continue
+        choices = [c.value for c in s.option.choices] if s.option.choices else None
+        group.add_argument("--" + s.name.replace("_", "-"), *s.option.aliases, dest=s.name, type=s.kind,
+                           choices=choices, help=text)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    import_pack_core()
+    from cones2.training.train_settings import AUTHORS_PRESET
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True,
                    help="SD2.x checkpoint: a path, or a name in ComfyUI's models/checkpoints")
     p.add_argument("--images", required=True, nargs="+", type=Path, help="a folder of photos, or photo files")
     p.add_argument("--phrase", required=True, help="the subject's class word or phrase, e.g. dog, 'robot toy'")
     p.add_argument("--official", action="store_true",
-                   help="the authors' settings: lr 5e-6, 4000 steps, 768 px, official regularizer, 27 templates, "
-                        "prompt '{}' (explicit options still win)")
-    g = p.add_argument_group("training (defaults: the paper)")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--resolution", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--preservation", choices=["paper", "official", "none"])
-    g.add_argument("--preservation-weight", type=float, help="λ of the paper's preservation loss")
-    g.add_argument("--residual-from", choices=["corpus", "templates"])
-    g.add_argument("--training-prompt", help="{} = the phrase, {a} = its article")
-    g.add_argument("--corpus-size", type=int)
-    g.add_argument("--sentences-per-step", type=int)
-    g.add_argument("--train-layers", type=int, help="0 = the whole encoder; k = its last k layers (less memory)")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
-    g.add_argument("--no-gradient-checkpointing", action="store_true")
-    g.add_argument("--flip", action="store_true", help="also train on mirrored photos")
-    g.add_argument("--center-crop", action="store_true", help="center crops instead of random ones")
-    g.add_argument("--prediction", choices=["auto", "eps", "v"], default="auto",
-                   help="override the checkpoint's prediction type (as core ModelSamplingDiscrete does)")
+                   help="the authors' settings: " + ", ".join(f"{k} {v}" for k, v in AUTHORS_PRESET.items())
+                   + " (explicit options still win)")
+    add_setting_flags(p.add_argument_group("training (defaults: the paper)"))
+    p.add_argument("--prediction", choices=["auto", "eps", "v"], default="auto",
+                   help="override the checkpoint's prediction type, as core ModelSamplingDiscrete does "
+                        "(default auto)")
     o = p.add_argument_group("output")
     o.add_argument("--output", type=Path, help="residual file to write (.safetensors; must not exist)")
     o.add_argument("--output-dir", type=Path, help="folder for the residual (default: models/cones2_residuals)")
     o.add_argument("--name", help="file name stem (default: the phrase); a taken name gets _2, _3...")
-    o.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     o.add_argument("--checkpoint-file", type=Path, help="where checkpoints go (default: output/cones2_training/)")
     o.add_argument("--resume", type=Path, help="continue the run saved in this checkpoint")
     o.add_argument("--loss-plot", type=Path, help="write the loss curve as a PNG")
@@ -83,17 +85,12 @@ def parse_args(argv=None):
 
 
 def settings_from(args, TrainSettings):
-    base = TrainSettings()
-    values = {}
-    for field in ("steps", "learning_rate", "batch_size", "resolution", "seed", "preservation",
-                  "preservation_weight", "residual_from", "training_prompt", "corpus_size", "sentences_per_step",
-                  "train_layers", "precision"):
-        value = getattr(args, field)
-        if value is None and args.official:
-            value = OFFICIAL.get(field)
-        values[field] = getattr(base, field) if value is None else value
-    return TrainSettings(**values, gradient_checkpointing=not args.no_gradient_checkpointing, flip=args.flip,
-                         random_crop=not args.center_crop, checkpoint_every=args.checkpoint_every)
+    """The flags' settings: each one given, else the authors' value with --official, else the default."""
+    from cones2.training.train_settings import AUTHORS_PRESET, options
+
+    preset = AUTHORS_PRESET if args.official else {}
+    given = {s.name: getattr(args, s.name) for s in options() if getattr(args, s.name) is not None}
+    return TrainSettings.from_values({**preset, **given})
 
 
 def output_problem(args) -> str | None:
@@ -208,7 +205,7 @@ def main(argv=None) -> int:
     from cones2.training.residual_file import make_residual
     from cones2.training.trainer import OutOfMemory, TrainSettings, residual_training_info
 
-    register_model_folders()  # inside ComfyUI the pack's loading does this
+    register_model_folders()  # models/cones2_residuals, as the pack does when ComfyUI loads it
     settings = settings_from(args, TrainSettings)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():

@@ -24,7 +24,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,12 +51,15 @@ from .prompt_ids import (
 from .residual_extraction import encode_subject_rows, gather_subject_rows, residual_from_rows
 from .subject_images import EncodeImage, build_latent_bank, check_images
 from .train_checkpoint import TrainState, check_resumable, load_state, peek_state, save_state
-
-PRESERVATION = ("paper", "official", "none")
-RESIDUAL_FROM = ("corpus", "templates")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DEFAULT_PROMPT = "a photo of {a} {}"
-OFFICIAL_PROMPT = "{}"
+from .train_settings import (  # noqa: F401  (re-exported: the options' one home is train_settings)
+    AUTHORS_PRESET,
+    DEFAULT_PROMPT,
+    OFFICIAL_PROMPT,
+    PRECISIONS,
+    PRESERVATION,
+    RESIDUAL_FROM,
+    TrainSettings,
+)
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -66,38 +69,6 @@ LOW_MEMORY_HINT = (
     "use precision bf16 (or fp16), lower the resolution (512) and the batch size (1), fewer "
     "sentences_per_step, and close other models or programs using the GPU."
 )
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Training options. Defaults follow the paper (lr 1e-6, 3,000 steps, batch 1, Eq. 3 and Eq. 5 over a
-    1,000-sentence corpus); the authors' code used lr 5e-6, 4,000 steps, 768 px, ``preservation="official"``,
-    ``residual_from="templates"``, ``training_prompt="{}"``."""
-
-    steps: int = 3000
-    learning_rate: float = 1e-6
-    batch_size: int = 1
-    resolution: int = 512
-    seed: int = 0
-    preservation: str = "paper"  # paper (Eq. 3 over the corpus) | official (BOS + trailing rows) | none
-    preservation_weight: float = 1e-3  # λ of Eq. 4 for the paper's term (the official term has fixed weights)
-    residual_from: str = "corpus"  # corpus (Eq. 5 over the generated sentences) | templates (the authors' 27)
-    training_prompt: str = DEFAULT_PROMPT  # {} = the phrase, {a} = its article
-    corpus_size: int = 1000
-    sentences_per_step: int = 4  # corpus sentences in each step's Eq. 3 term
-    train_layers: int = 0  # 0 = the whole encoder; k = only its last k layers (+ final norm): less memory
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    precision: str = "auto"  # UNet autocast: auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | ...
-    gradient_checkpointing: bool = True
-    flip: bool = False
-    random_crop: bool = True
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = none
-
-    def binding(self) -> dict:
-        """The settings a resumed run must share with its checkpoint."""
-        free = {"steps", "checkpoint_every", "gradient_checkpointing", "precision"}
-        return {k: v for k, v in asdict(self).items() if k not in free}
 
 
 @dataclass
@@ -239,7 +210,7 @@ def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, devi
 
 def train_residual(*, encoder: ClipTextEncoder, tokenize: Tokenize, phrase: str, images: Sequence[torch.Tensor],
                    encode_image: EncodeImage, denoiser: Denoiser, alphas_cumprod: torch.Tensor, prediction: str,
-                   settings: TrainSettings = TrainSettings(), special: SpecialTokens = SD2_SPECIAL,
+                   settings: TrainSettings = TrainSettings(), special: SpecialTokens = SD2_SPECIAL,  # noqa: B008 (frozen)
                    device=None, progress: Callable[[int, int, dict], None] | None = None,
                    check_interrupt: Callable[[], None] | None = None,
                    checkpoint_path=None, resume_path=None) -> TrainResult:

@@ -271,3 +271,35 @@ def test_save_writes_atomically_and_never_overwrites(host, trained):
     (bindings,) = host.run("Cones2LoadResidual", residual_name="trained_dog.safetensors", phrase="", occurrence=1,
                            strength=1.0)
     assert bindings[0].phrase == "dog" and torch.equal(bindings[0].residual, trained["residual"].tensor)
+
+
+def test_the_inputs_are_the_declared_settings_in_their_order(host):
+    settings = pack_module(host, "training.train_settings").options()
+    types = host.node("Cones2TrainResidual").INPUT_TYPES()
+    assert list(types["required"]) == ["model", "clip", "vae", "images", "phrase",
+                                       *[s.name for s in settings if not s.option.advanced]]
+    assert list(types["optional"]) == [*[s.name for s in settings if s.option.advanced], "resume_from"]
+    for s in settings:
+        kind, widget = {**types["required"], **types["optional"]}[s.name]
+        assert widget["default"] == s.default and widget["tooltip"].startswith(s.help)
+        assert (widget.get("min"), widget.get("max"), widget.get("step")) == (s.option.min, s.option.max, s.option.step)
+        if s.option.choices is not None:
+            assert kind == [c.value for c in s.option.choices]
+
+
+def test_the_settings_reach_the_trainer_as_their_types(host, monkeypatch):
+    node = host.node("Cones2TrainResidual")
+    seen = {}
+
+    def fake_train(model, clip, vae, photos, phrase, settings, **kw):
+        seen["settings"] = settings
+        raise pack_module(host, "training.errors").TrainingInputError("stop here")
+
+    monkeypatch.setattr(pack_module(host, "nodes.training_nodes"), "train_with_comfy", fake_train)
+    with pytest.raises(ValueError, match="Cones2TrainResidual: stop here"):
+        node().train(None, None, None, None, "dog", steps=7.0, learning_rate=2e-6, seed=2**64 - 1, flip=1,
+                     training_prompt="{} here")
+    s = seen["settings"]
+    assert (s.steps, s.learning_rate, s.seed, s.flip, s.training_prompt) == (7, 2e-6, (2**64 - 1) % 2**63, True,
+                                                                            "{} here")
+    assert s.corpus_size == 1000 and isinstance(s.steps, int)
