@@ -18,7 +18,7 @@ from comfy.samplers import KSAMPLER, KSamplerX0Inpaint, Sampler
 from tqdm.auto import trange
 
 from ..guidance.self_recurrence import plan_segments, renoise_scale
-from ..guidance.strength import StepRange
+from ..guidance.step_range import StepRange
 
 # Samplers that cannot take one step on their own (see the module docstring).
 NO_SINGLE_STEP = ("uni_pc", "uni_pc_bh2")

@@ -148,7 +148,7 @@ class Cones2ApplyResidual:
                 "Use the CLIP of an SD2.x checkpoint."
             )
         residuals = [b.residual for b in bindings]
-        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens, conditioning_keys.PLACEMENTS: tuple(placements)}
+        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens.to_json()}
         out = []
         for cond, meta in conditioning:
             if cond.shape[1] != prompt_tokens.length:

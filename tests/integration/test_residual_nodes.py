@@ -130,9 +130,8 @@ def test_a_residual_lands_exactly_on_its_phrase_rows(host, clip, residual_dir, e
     assert torch.equal(ours[0][0, rows], core[0, rows] + delta * 0.75)
     others = [r for r in range(core.shape[1]) if r not in rows]
     assert torch.equal(ours[0][0, others], core[0, others])
-    placements = ours[1]["cones2_placements"]
-    assert [p.rows for p in placements] == [tuple(rows)]
-    assert ours[1]["cones2_prompt_tokens"].occurrence("dog") == tuple(rows)
+    tokens = pack_module(host, "guidance.conditioning_keys").prompt_tokens(ours[1])
+    assert tokens.occurrence("dog") == tuple(rows)
 
 
 def test_two_residuals_on_two_occurrences_of_the_same_word(host, clip, residual_dir):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from cones2.guidance.strength import check_percents
+from cones2.guidance.step_range import check_percents
 from cones2.training.residual_file import load_residual
 from cones2_test_support.scripts import WORKFLOWS, official_example_dir, scripts_on_path
 
