@@ -53,7 +53,7 @@ def main():
     lg = sys.modules[f"{pack}.guidance.layout_guidance"]
     L = sys.modules[f"{pack}.guidance.layout"]
     prompt_tokens = sys.modules[f"{pack}.guidance.prompt_tokens"]
-    strength = sys.modules[f"{pack}.guidance.strength"]
+    step_range = sys.modules[f"{pack}.guidance.step_range"]
     patch = sys.modules[f"{pack}.comfy_adapters.guidance_patch"]
 
     if args.attention:
@@ -67,12 +67,13 @@ def main():
     words = ["a", "photo", "of", "a", "dog", "and", "a", "cat"]
     tokens = prompt_tokens.PromptTokens(length=77, rows=tuple(range(1, 9)), pieces=tuple(w + "</w>" for w in words))
     pu, nu = uuid.uuid4(), uuid.uuid4()
-    positive = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: tokens, "cross_attn": torch.zeros(1, 77, 1024)}]
+    positive = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: tokens.to_json(), "cross_attn": torch.zeros(1, 77, 1024)}]
 
     def make(path):
-        run = lg.GuidanceRun(layout, lg.GuidanceSettings(), strength.StepRange(), "bench", path=path)
-        run.bind(positive)  # what the sampler hooks do when sampling
-        run.begin_call([positive, [{"uuid": nu}]], torch.tensor([7.0]), positive)
+        run = lg.GuidanceRun(layout, lg.GuidanceSettings(), step_range.StepRange(), "bench",
+                             attend=patch.host_attention, positive=lambda: positive, path=path)
+        run.bind()  # what the sampler hooks do when sampling
+        run.model_call([positive, [{"uuid": nu}]], torch.tensor([7.0]))
         return run
 
     runs = {path: make(path) for path in ("masked", "explicit")}
@@ -111,14 +112,9 @@ def main():
         extra = {"n_heads": heads, "dim_head": 64, "activations_shape": [2, c, h, w], "cond_or_uncond": [0, 1],
                  "uuids": [pu, nu], "sigmas": sigma, "attn_precision": torch.float32}
 
-        def attend(q_, k_, v_, mask):
-            if mask is None:
-                return attention.optimized_attention(q_, k_, v_, heads, attn_precision=torch.float32)
-            return patch.masked_attention()(q_, k_, v_, heads, mask, attn_precision=torch.float32)
-
-        fns = {"plain": lambda: attend(q, k, v, None)}
+        fns = {"plain": lambda: patch.host_attention(q, k, v, None, extra)}
         for path, run in runs.items():
-            fns[path] = lambda run=run: run.attention(q, k, v, extra, attend)
+            fns[path] = lambda run=run: run.attention(q, k, v, extra)
         with torch.inference_mode():
             return timed(fns)
 

@@ -3,13 +3,17 @@
 - Every cross-attention block of the UNet gets a ``GuidedAttn2`` replacement (self-attention
   is never touched). An attn2 replacement already on the model (another pack's) is kept as
   ``previous`` and called first: chained, not dropped.
-- An OUTER_SAMPLE wrapper creates a ``GuidanceRun`` for each sampling call (checking the
-  latent's aspect), binds the guider's positive entries (their uuids and the token maps
+- An OUTER_SAMPLE wrapper creates a ``GuidanceRun`` for each sampling call with the host's
+  attention (``host_attention``) and the guider's positive entries as their source, checks
+  the latent's aspect, binds the positive entries (their uuids and the token maps
   Cones2ApplyResidual recorded) and hands the run to the attention calls through
   ``transformer_options``; it is dropped when sampling ends, with its cached biases.
 - A CALC_COND_BATCH wrapper tells the run, before each model evaluation, which (branch,
   uuid) chunks are the guider's positive entries (the branch index is the guider's choice)
   and reads σ once (whether the step is guided), so attention layers never sync.
+
+Both wrappers pass every argument through untouched (newer hosts add keyword arguments such
+as ``latent_shapes``).
 """
 
 from __future__ import annotations
@@ -20,23 +24,47 @@ from comfy.ldm.modules.attention import SpatialTransformer
 
 from ..guidance.layout import Layout
 from ..guidance.layout_guidance import GuidanceRun, GuidanceSettings, LayoutGuidanceError
-from ..guidance.strength import StepRange, check_percents
+from ..guidance.step_range import StepRange, check_percents
 
 RUN_KEY = "cones2_layout_guidance"  # transformer_options key holding the current GuidanceRun
 WRAPPER_KEY = "cones2_layout_guidance"
 
-# ComfyUI's attention functions that apply an additive mask. Others drop it (attention_sage:
-# upstream sageattn has no attn_mask and ignores it) or refuse it (attention_flash raises,
-# logs "Flash Attention failed" and falls back to SDPA), as may a function a pack installs.
-MASK_CAPABLE = ("attention_pytorch", "attention_xformers", "attention_sub_quad", "attention_split", "attention_basic")
+# ComfyUI's attention functions that apply an additive mask, in every host that has them.
+# attention_comfy_kitchen_int8 (newer hosts) hands the mask to comfy_kitchen's kernel;
+# attention3_sage (newer hosts) has no mask support and falls back to attention_pytorch itself
+# when given one. attention_flash refuses a mask (it logs "Flash Attention failed" and falls back
+# to SDPA on every call), so it is not listed; neither is a function another pack installs.
+MASK_CAPABLE = ("attention_pytorch", "attention_xformers", "attention_sub_quad", "attention_split", "attention_basic",
+                "attention_comfy_kitchen_int8", "attention3_sage")
+# attention_sage: hosts that define SAGE_ATTENTION_SUPPORTS_MASK (0.38) pass the mask to sageattn
+# when it takes one and otherwise fall back to attention_pytorch themselves; older hosts (0.3.64)
+# pass attn_mask to sageattn, whose upstream release ignores it.
+SAGE_MASK_FLAG = "SAGE_ATTENTION_SUPPORTS_MASK"
+
+
+def applies_masks(name: str, sage_handles_masks: bool) -> bool:
+    """Whether the host attention function ``name`` applies an additive mask (or falls back to one that does)."""
+    return name in MASK_CAPABLE or (name == "attention_sage" and sage_handles_masks)
 
 
 def masked_attention():
     """The configured masked attention if it applies masks, else ``attention_pytorch`` (SDPA)."""
     current = attention.optimized_attention_masked
-    if any(current is getattr(attention, name, None) for name in MASK_CAPABLE):
+    name = next((n for n in (*MASK_CAPABLE, "attention_sage") if getattr(attention, n, None) is current), None)
+    if name is not None and applies_masks(name, hasattr(attention, SAGE_MASK_FLAG)):
         return current
     return attention.attention_pytorch
+
+
+def host_attention(q, k, v, mask, extra_options):
+    """The host's attention on projected q/k/v: the very call CrossAttention.forward makes when
+    ``mask`` is None (so unguided rows come out bit for bit the same), its masked attention else."""
+    heads = extra_options["n_heads"]
+    precision = extra_options.get("attn_precision")
+    if mask is None:
+        return attention.optimized_attention(q, k, v, heads, attn_precision=precision,
+                                             transformer_options=extra_options)
+    return masked_attention()(q, k, v, heads, mask, attn_precision=precision, transformer_options=extra_options)
 
 
 class GuidedAttn2:
@@ -46,21 +74,12 @@ class GuidedAttn2:
         self.previous = previous
 
     def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
-        precision = extra_options.get("attn_precision")
-
-        def attend(q_, k_, v_, mask):
-            # The very call CrossAttention.forward makes, so unguided rows come out bit for bit the same.
-            if mask is None:
-                return attention.optimized_attention(q_, k_, v_, heads, attn_precision=precision,
-                                                     transformer_options=extra_options)
-            return masked_attention()(q_, k_, v_, heads, mask, attn_precision=precision,
-                                      transformer_options=extra_options)
-
         run = extra_options.get(RUN_KEY)
         if run is None:  # sampled without the OUTER_SAMPLE hook (or outside sampling): no guidance
-            return self.previous(q, k, v, extra_options) if self.previous is not None else attend(q, k, v, None)
-        return run.attention(q, k, v, extra_options, attend, self.previous)
+            if self.previous is not None:
+                return self.previous(q, k, v, extra_options)
+            return host_attention(q, k, v, None, extra_options)
+        return run.attention(q, k, v, extra_options, self.previous)
 
 
 def cross_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
@@ -115,17 +134,20 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
             if previous is not None:
                 m.set_model_attn2_replace(GuidedAttn2(_own_previous(previous)), name, number, index)
 
-    def outer_sample(executor, noise, *args, **kwargs):
+    def outer_sample(executor, *args, **kwargs):
         guider = executor.class_obj
+        noise = _argument(args, kwargs, 0, "noise")
+        _check_positive(guider, node)
         # σ bounds from the model as sampled (a later ModelSampling node may have changed its σ range)
-        run = GuidanceRun(layout, settings, step_range(guider.model_patcher, start_percent, end_percent), node)
+        run = GuidanceRun(layout, settings, step_range(guider.model_patcher, start_percent, end_percent), node,
+                          attend=host_attention,
+                          positive=lambda: guider.conds.get("positive"))  # the entries as sampling holds them
         run.check_latent(int(noise.shape[-2]), int(noise.shape[-1]))
-        run.bind(_positive_entries(guider, node))
-        run.positive_source = lambda: guider.conds.get("positive")  # the entries as sampling processed them
+        run.bind()
         options = guider.model_options.setdefault("transformer_options", {})
         options[RUN_KEY] = run
         try:
-            return executor(noise, *args, **kwargs)
+            return executor(*args, **kwargs)
         finally:
             options.pop(RUN_KEY, None)
 
@@ -133,7 +155,7 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
     m.remove_wrappers_with_key(W.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(W.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
     m.remove_wrappers_with_key(W.CALC_COND_BATCH, WRAPPER_KEY)
-    m.add_wrapper_with_key(W.CALC_COND_BATCH, WRAPPER_KEY, _begin_call)
+    m.add_wrapper_with_key(W.CALC_COND_BATCH, WRAPPER_KEY, _model_call)
     return m
 
 
@@ -143,8 +165,8 @@ def step_range(model_patcher, start_percent: float, end_percent: float) -> StepR
     return StepRange(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
 
 
-def _positive_entries(guider, node: str) -> list:
-    """The guider's positive conditioning (CFGGuider and its subclasses keep it as conds["positive"])."""
+def _check_positive(guider, node: str) -> None:
+    """The guider must hold positive conditioning (CFGGuider and its subclasses keep it as conds["positive"])."""
     conds = getattr(guider, "conds", None)
     if not isinstance(conds, dict) or "positive" not in conds:
         raise LayoutGuidanceError(
@@ -152,14 +174,21 @@ def _positive_entries(guider, node: str) -> list:
             "prompt to guide; use a core guider (CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider) "
             "or KSampler"
         )
-    return list(conds["positive"] or ())
 
 
-def _begin_call(executor, model, conds, x_in, timestep, model_options):
-    run = model_options.get("transformer_options", {}).get(RUN_KEY)
+def _argument(args: tuple, kwargs: dict, index: int, name: str):
+    """An executor's argument by position or by name, whichever the host used."""
+    return args[index] if len(args) > index else kwargs[name]
+
+
+def _model_call(executor, *args, **kwargs):
+    """CALC_COND_BATCH wrapper: ``(model, conds, x_in, timestep, model_options, ...)`` passed on as given."""
+    options = _argument(args, kwargs, 4, "model_options")
+    run = options.get("transformer_options", {}).get(RUN_KEY)
     if run is not None:
-        run.begin_call(conds, timestep, run.positive_source() if run.positive_source else None)
-    return executor(model, conds, x_in, timestep, model_options)
+        run.model_call(_argument(args, kwargs, 1, "conds"), _argument(args, kwargs, 3, "timestep"))
+    return executor(*args, **kwargs)
 
 
-__all__ = ["GuidedAttn2", "LayoutGuidanceError", "apply_layout_guidance", "cross_attention_blocks", "step_range"]
+__all__ = ["GuidedAttn2", "LayoutGuidanceError", "apply_layout_guidance", "applies_masks", "cross_attention_blocks",
+           "host_attention", "masked_attention", "step_range"]

@@ -8,7 +8,8 @@ Consequences of cutting the run: multistep samplers (lms, dpmpp_2m, ipndm, deis.
 restart their history at each segment, and samplers that draw noise (ancestral, SDE) seed
 each segment's noise from ``seed + segment call``. uni_pc and uni_pc_bh2 are refused: given a
 one-step segment they only prime their history and return the latent rescaled, not denoised.
-One progress bar covers the whole run.
+One progress bar covers the whole run. ``sample`` keeps ``KSAMPLER.sample``'s signature,
+which newer hosts (0.38) call the same way; the sampler registers no wrapper.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from comfy.samplers import KSAMPLER, KSamplerX0Inpaint, Sampler
 from tqdm.auto import trange
 
 from ..guidance.self_recurrence import plan_segments, renoise_scale
-from ..guidance.strength import StepRange
+from ..guidance.step_range import StepRange
 
 # Samplers that cannot take one step on their own (see the module docstring).
 NO_SINGLE_STEP = ("uni_pc", "uni_pc_bh2")

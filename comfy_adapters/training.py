@@ -9,6 +9,13 @@ which autograd refuses to save even for gradients w.r.t. the inputs. An identity
 wrapper on every layer makes ComfyUI's ops hand each layer a fresh copy of its weight
 (``cast_bias_weight`` copies when a layer has weight functions), which autograd accepts;
 this is the mechanism core TrainLoraNode uses for its adapters.
+
+DynamicVRAM (newer hosts, on by default on NVIDIA: ``ModelPatcherDynamic``) loads weights
+lazily: it refuses ``force_full_load``, keeps weights where the identity wrapper cannot copy
+them, and applies CLIP LoRAs only while encoding. Training therefore works on a non-dynamic
+delegate of each patcher (``static_patcher``, ``static_clip``), as core training does, and sets
+the host's ``model_management.in_training`` flag where it has one (``host_training_flag``).
+Each of these is feature-detected, so older hosts (0.3.64) take the plain path.
 """
 
 from __future__ import annotations
@@ -44,6 +51,63 @@ log = logging.getLogger("cones2")
 
 CHECK_PROMPT = "a photo of a dog on the beach"
 MAX_RELATIVE_ENCODING_ERROR = 2e-2  # fp16 CLIP on a GPU differs from our float32 copy by ~1e-3
+
+
+def dynamic_vram(patcher) -> bool:
+    """Whether ``patcher`` loads its weights lazily (a DynamicVRAM ``ModelPatcherDynamic``)."""
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    return bool(is_dynamic()) if callable(is_dynamic) else False
+
+
+def static_source(dynamic: bool, has_delegate: bool) -> str:
+    """How to get a patcher that loads every weight when loaded: "clone" (it already does),
+    "delegate" (the host's ``get_non_dynamic_delegate()``, what core CFGGuider uses) or
+    "reload" (``clone(disable_dynamic=True)``: the host loads the model again without DynamicVRAM)."""
+    if not dynamic:
+        return "clone"
+    return "delegate" if has_delegate else "reload"
+
+
+def static_patcher(patcher, what: str):
+    """A clone of ``patcher`` (MODEL or CLIP patcher) that loads all its weights, with patches applied."""
+    delegate = getattr(patcher, "get_non_dynamic_delegate", None)
+    source = static_source(dynamic_vram(patcher), callable(delegate))
+    try:
+        if source == "delegate":
+            return delegate().clone()  # our clone: weight wrappers never land on a shared delegate
+        if source == "reload":
+            return patcher.clone(disable_dynamic=True)
+    except RuntimeError as e:  # the loader registered no way to reload the model ("cached_patcher_init")
+        raise TrainingInputError(
+            f"the {what} is loaded with DynamicVRAM and its loader cannot give a fully loaded copy ({e}). "
+            f"Load the checkpoint with CheckpointLoaderSimple, or start ComfyUI with --disable-dynamic-vram."
+        ) from None
+    return patcher.clone()
+
+
+def static_clip(clip):
+    """``clip`` itself, or a clone on a non-dynamic patcher when it uses DynamicVRAM (whose LoRA
+    patches are applied only while encoding, so its weights would not include them)."""
+    if not dynamic_vram(clip.patcher):
+        return clip
+    out = clip.clone()
+    out.patcher = static_patcher(clip.patcher, "CLIP")
+    return out
+
+
+@contextlib.contextmanager
+def host_training_flag(model_management=comfy.model_management):
+    """Set the host's ``in_training`` flag (newer hosts: pure-torch paths instead of fused
+    inference kernels) for the duration; nothing on hosts without one."""
+    if not hasattr(model_management, "in_training"):
+        yield
+        return
+    previous = model_management.in_training
+    model_management.in_training = True
+    try:
+        yield
+    finally:
+        model_management.in_training = previous
 
 
 def check_sd2(model, clip, vae) -> None:
@@ -118,14 +182,15 @@ def sd2_tokenizer(clip) -> tuple[Callable[[str], list[int]], SpecialTokens]:
 
 def trainable_encoder(clip, tokenize, special: SpecialTokens, device) -> ClipTextEncoder:
     """A float32 copy of the CLIP's SD2 text encoder, checked to encode exactly as ComfyUI does."""
-    clip_h = clip.cond_stage_model.clip_h
+    source = static_clip(clip)
+    clip_h = source.patcher.model.clip_h  # the module the patcher loads (and patches)
     default_layer, default_index = clip_h.options_default[0], clip_h.options_default[1]
     layer_index = getattr(clip, "layer_idx", None)  # set by CLIPSetLastLayer
     if layer_index is None:
         layer_index = default_index if default_layer == "hidden" else -1
     if abs(layer_index) > clip_h.num_layers:
         layer_index = -1
-    clip.load_model()  # applies any CLIP patches (LoRA) to the weights we copy
+    source.load_model()  # applies any CLIP patches (LoRA) to the weights we copy
     heads = clip_h.transformer.text_model.encoder.layers[0].self_attn.heads
     activation = clip_h.transformer.text_model.encoder.layers[0].mlp.activation
     act = "gelu" if activation is torch.nn.functional.gelu else "quick_gelu"
@@ -182,7 +247,7 @@ class ComfyDenoiser:
     """
 
     def __init__(self, model, *, gradient_checkpointing: bool = True):
-        self.patcher = model.clone()
+        self.patcher = static_patcher(model, "MODEL")
         for name, module in self.patcher.model.named_modules():
             if hasattr(module, "weight_function"):
                 for param, value in module.named_parameters(recurse=False):
@@ -258,7 +323,8 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
     device = comfy.model_management.get_torch_device()
     encoder = trainable_encoder(clip, tokenize, special, device)
     schedule = alphas_cumprod(model)
-    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing) as denoiser:
+    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing) as denoiser, \
+            host_training_flag():
         return train_residual(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images,
                               encode_image=vae_encoder(vae, denoiser.patcher), denoiser=denoiser,
                               alphas_cumprod=schedule, prediction=prediction, settings=settings,

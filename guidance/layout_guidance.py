@@ -1,13 +1,15 @@
 """Layout guidance during one sampling run: which rows to guide, the cached biases, the guided attention.
 
-A ``GuidanceRun`` lives for one sampling call. The sampler-level hooks feed it the latent
-size (``check_latent``), the guider's positive conditioning once (``bind``: each positive
-entry's uuid and recorded token map) and, before each model evaluation, the batch's
-conditioning and σ (``begin_call``: which (branch, uuid) chunks are positive entries,
-whatever branch index the guider gives the positive: DualCFGGuider puts it last); every
-cross-attention call then goes through ``attention``, which
-computes the whole batch exactly as without the pack and recomputes only the positive
-chunks with the official formula
+A ``GuidanceRun`` lives for one sampling call. It is made with the host's attention function
+(``attend``) and the source of the guider's positive entries (``positive``: the entries as
+sampling holds them, read at each model call). The sampler-level hook then checks the
+latent size (``check_latent``) and binds the positive entries once (``bind``: each entry's
+uuid and recorded token map). Before each model evaluation, ``model_call`` is told the
+batch's conditioning and σ: which (branch, uuid) chunks are positive entries, whatever
+branch index the guider gives the positive (DualCFGGuider puts it last), and whether the
+step is guided. Every cross-attention call then goes through ``attention``, which computes
+the whole batch exactly as without the pack and recomputes only the positive chunks with
+the official formula
 
     softmax((S + η·M) · d^-0.5) · V,   S = Q·Kᵀ,   η = w · log(1 + σ²) · std(S)   (official schedule)
 
@@ -28,16 +30,19 @@ from . import conditioning_keys
 from .attention_bias import SuppressionScope, bias_matrix, finite_floor, subject_maps
 from .layout import Layout
 from .prompt_tokens import PhraseNotFoundError, PromptTokens
-from .strength import SigmaSchedule, StepRange, eta, logit_std
+from .step_range import StepRange
+from .strength import SigmaSchedule, eta, logit_std
 
 DEFAULT_WEIGHT = 0.08  # "guidance_weight" in the authors' example config
 DEFAULT_SUPPRESSION = -1e8  # "weight_negative" in the authors' code and config
 ASPECT_TOLERANCE = 0.01  # relative difference of canvas and latent aspect ratios accepted
 ATTENTION_PATHS = ("auto", "explicit", "masked")
 
-# attend(q, k, v, mask) -> out: the host's attention on projected q/k/v, mask an additive
-# bias on the scaled logits or None.
-Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# attend(q, k, v, mask, extra_options) -> out: the host's attention on projected q/k/v (heads
+# and options from the attn2 call's extra_options), mask an additive bias on the scaled logits or None.
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, dict], torch.Tensor]
+# positive() -> the guider's positive entries as sampling holds them now (None: match by uuid alone)
+PositiveSource = Callable[[], Sequence[dict] | None]
 
 
 class LayoutGuidanceError(ValueError):
@@ -96,8 +101,11 @@ def bind_prompt(layout: Layout, tokens: PromptTokens, length: int | None = None)
 class GuidanceRun:
     """The state of layout guidance for one sampling call (freed with it)."""
 
-    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str, path: str = "auto"):
-        """``path``: how guided rows are computed. "explicit": ``softmax((S + η·M)·d^-0.5)·V`` in
+    def __init__(self, layout: Layout, settings: GuidanceSettings, steps: StepRange, node: str, *,
+                 attend: Attend, positive: PositiveSource, path: str = "auto"):
+        """``attend``: the host's attention (see ``Attend``); ``positive``: where the guider's
+        positive entries are read, at ``bind`` and at every model call (see ``PositiveSource``).
+        ``path``: how guided rows are computed. "explicit": ``softmax((S + η·M)·d^-0.5)·V`` in
         float32 from ``S`` materialised once (it also gives the std); "masked": the std without
         ``S`` (Gram form) and the host's masked attention with ``η·M·d^-0.5`` as the mask;
         "auto": masked on the CPU (measured faster there), explicit elsewhere."""
@@ -110,10 +118,10 @@ class GuidanceRun:
         self.settings = settings
         self.steps = steps
         self.node = node
+        self.attend = attend
+        self.positive = positive
         self.bindings: dict[Hashable, PromptBinding] = {}
         self._guided: frozenset = frozenset()  # (branch, uuid) of this model call's guided chunks
-        # where the host's current positive entries come from (set by the sampler hook), for begin_call
-        self.positive_source: Callable[[], Sequence[dict]] | None = None
         self._maps: dict[tuple, torch.Tensor] = {}
         self._biases: dict[tuple, torch.Tensor] = {}
         self._step: tuple | None = None  # (σ tensor it was made for, guided?, σ as float32 [B])
@@ -131,14 +139,23 @@ class GuidanceRun:
                 "the same aspect: regions scale with the canvas)."
             )
 
-    def bind(self, positive: Sequence[dict]) -> None:
-        """Map each positive entry's uuid to its subjects' token rows.
-
-        ``positive``: the guider's positive conditioning entries (ComfyUI's converted
-        conditioning dicts: ``uuid``, ``cross_attn``, the token map Cones2ApplyResidual records).
-        """
-        positive = list(positive or ())
-        tokened = [c for c in positive if c.get(conditioning_keys.PROMPT_TOKENS) is not None]
+    def bind(self) -> None:
+        """Map each of the guider's positive entries (ComfyUI's converted conditioning dicts:
+        ``uuid``, ``cross_attn``, the token map Cones2ApplyResidual records) to its subjects'
+        token rows."""
+        positive = list(self.positive() or ())
+        tokens_of = {}
+        for c in positive:
+            try:
+                tokens = conditioning_keys.prompt_tokens(c)
+            except ValueError as e:
+                raise LayoutGuidanceError(
+                    f"{self.node}: the positive prompt's recorded token map cannot be read ({e}); encode "
+                    "the prompt again with 'Cones2 Apply Residual (Text Encode)'."
+                ) from None
+            if tokens is not None:
+                tokens_of[id(c)] = tokens
+        tokened = [c for c in positive if id(c) in tokens_of]
         if positive and not tokened:
             raise LayoutGuidanceError(
                 f"{self.node}: the positive prompt was not encoded by Cones2ApplyResidual, so the layout's "
@@ -147,7 +164,7 @@ class GuidanceRun:
             )
         bindings = {}
         for c in tokened:
-            tokens: PromptTokens = c[conditioning_keys.PROMPT_TOKENS]
+            tokens = tokens_of[id(c)]
             cross = c.get("cross_attn")
             length = cross.shape[1] if isinstance(cross, torch.Tensor) and cross.ndim == 3 else tokens.length
             try:
@@ -156,7 +173,7 @@ class GuidanceRun:
                 raise LayoutGuidanceError(f"{self.node}: {e}") from None
         for i, s in enumerate(self.layout.subjects):
             if tokened and not any(b.rows[i] for b in bindings.values()):
-                tokens = tokened[0][conditioning_keys.PROMPT_TOKENS]
+                tokens = tokens_of[id(tokened[0])]
                 try:
                     tokens.occurrence(s.phrase, s.occurrence)
                     reason = "it is not in any positive prompt; fix the phrase in the layout or the prompt."
@@ -169,16 +186,18 @@ class GuidanceRun:
         self._guided = frozenset()
         self._biases.clear()
 
-    def begin_call(self, conds: Sequence, sigma: torch.Tensor, positive: Sequence[dict] | None = None) -> None:
-        """Before a model evaluation: which of its chunks are guided, and whether σ is.
+    def model_call(self, conds: Sequence, sigma: torch.Tensor) -> None:
+        """Before each model evaluation: which of its chunks are guided, and whether σ is.
 
         ``conds``: what ComfyUI's ``calc_cond_batch`` receives, one list of entries per branch
         (the ``cond_or_uncond`` value of their chunks); the guider decides the order (CFGGuider
-        ``[positive, negative]``, DualCFGGuider ``[negative, middle, positive]``). ``positive``:
-        the guider's positive entries as sampling holds them; an entry is guided only if it is
-        one of them (by identity), so a copy made for another branch (ComfyUI copies an area
-        entry into the opposite list, uuid included) is not. None: match by uuid alone.
+        ``[positive, negative]``, DualCFGGuider ``[negative, middle, positive]``). An entry is
+        guided only if it is one of the guider's positive entries now (by identity), so a copy
+        made for another branch (ComfyUI copies an area entry into the opposite list, uuid
+        included) is not. ``sigma`` (``[B]``) is read on the host here, once per model call,
+        which keeps the attention layers free of device syncs.
         """
+        positive = self.positive()
         ids = None if positive is None else {id(c) for c in positive}
         pairs = set()
         for branch, entries in enumerate(conds):
@@ -188,17 +207,9 @@ class GuidanceRun:
                 if binding is not None and binding.guided and (ids is None or id(c) in ids):
                     pairs.add((branch, uid))
         self._guided = frozenset(pairs)
-        self.begin_step(sigma)
+        self._step = self._step_for(sigma)
 
-    def begin_step(self, sigma: torch.Tensor) -> None:
-        """Before a model evaluation at ``sigma`` (``[B]``): decide once whether it is guided.
-
-        Reading σ on the host synchronises with the device; doing it here, once per model
-        call, keeps the attention layers free of syncs.
-        """
-        self._step = self._step_state(sigma)
-
-    def _step_state(self, sigma: torch.Tensor) -> tuple:
+    def _step_for(self, sigma: torch.Tensor) -> tuple:
         flat = sigma.flatten()
         guided = self.steps.guides(float(flat.max()))
         return sigma, guided, flat.float() if guided else None
@@ -210,17 +221,19 @@ class GuidanceRun:
                 if (branch, uid) in self._guided]
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
-                  attend: Attend, previous: Callable | None = None) -> torch.Tensor:
+                  previous: Callable | None = None) -> torch.Tensor:
         """Cross-attention for a whole batch: unchanged rows as without guidance, positive rows guided.
 
         ``previous(q, k, v, extra_options)``: an attn2 replacement that was on the model before
         (chained: its output is kept, and the positive rows get ``+ (guided − plain)``).
         """
-        base = previous(q, k, v, extra_options) if previous is not None else attend(q, k, v, None)
+        attend = self.attend
+        base = previous(q, k, v, extra_options) if previous is not None else attend(q, k, v, None, extra_options)
         sigmas = extra_options.get("sigmas")
         if sigmas is None:
             return base
-        step = self._step if self._step is not None and self._step[0] is sigmas else self._step_state(sigmas)
+        # a layer called outside a model call the hook announced decides for its own σ
+        step = self._step if self._step is not None and self._step[0] is sigmas else self._step_for(sigmas)
         _, guided_step, sigma = step
         if not guided_step:
             return base
@@ -249,8 +262,8 @@ class GuidanceRun:
                                            with_plain=previous is not None)
         else:
             mask = self._mask(qg, kg, uids, heads, scale, sigma, height, width)
-            guided = attend(qg, kg, vg, mask)
-            plain = attend(qg, kg, vg, None) if previous is not None else None
+            guided = attend(qg, kg, vg, mask, extra_options)
+            plain = attend(qg, kg, vg, None, extra_options) if previous is not None else None
         if previous is not None:
             guided = take(base) + (guided - plain)
             base = base.clone()

@@ -11,6 +11,7 @@ conditioning alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -103,6 +104,21 @@ class PromptTokens:
             rows.append(row)
             pieces.append(piece_of(token) if isinstance(token, int) else EMBEDDING_PIECE + END_OF_WORD)
         return cls(length=sum(len(c) for c in chunks), rows=tuple(rows), pieces=tuple(pieces))
+
+    def to_json(self) -> str:
+        """The token map as JSON text: a plain string survives every core node that copies or saves
+        conditioning (SaveConditioning keeps strings, refuses other objects)."""
+        return json.dumps({"length": self.length, "rows": list(self.rows), "pieces": list(self.pieces)})
+
+    @classmethod
+    def from_json(cls, text: str) -> PromptTokens:
+        """Read ``to_json``'s text; ValueError if it is not a token map."""
+        try:
+            data = json.loads(text)
+            return cls(length=int(data["length"]), rows=tuple(int(r) for r in data["rows"]),
+                       pieces=tuple(str(p) for p in data["pieces"]))
+        except (TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"not a Cones 2 token map ({e})") from None
 
     def words(self) -> tuple[Word, ...]:
         return group_words(self.rows, self.pieces)

@@ -1,4 +1,4 @@
-"""How strongly the layout bias acts: η(σ, std(S)), the logits' std, and the guided step range.
+"""How strongly the layout bias acts: η(σ, std(S)) and the logits' std it scales with.
 
 Official (``layout_guidance.py``): ``bias = w · M · log(1 + σ²) · std(S)`` with ``S = Q·Kᵀ``
 per head, unscaled, and ``std`` over the whole logits tensor of the conditional pass
@@ -8,8 +8,6 @@ absolute units, so ``w`` needs retuning per model), or drop the σ factor (const
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from enum import Enum
 
 import torch
@@ -97,29 +95,3 @@ def logit_std_gram(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor
     total = (spread_q + spread_k).sum(1) + n * length * ((head_mean - mean) ** 2).sum(1)
     count = heads * n * length
     return torch.sqrt(total.clamp(min=0) / max(count - 1, 1))
-
-
-@dataclass(frozen=True)
-class StepRange:
-    """The guided part of sampling, as σ bounds (ComfyUI's start/end percent convention).
-
-    A step at noise level σ is guided when ``sigma_end < σ <= sigma_start``. The bounds come
-    from the model's ``percent_to_sigma(start_percent)`` / ``(end_percent)``, as for core's
-    ControlNet and timestep-range nodes; ``end`` is exclusive so that a range ending where
-    the next one starts guides each step once.
-    """
-
-    sigma_start: float = math.inf
-    sigma_end: float = 0.0
-
-    def guides(self, sigma: float) -> bool:
-        return self.sigma_end < float(sigma) <= self.sigma_start
-
-
-def check_percents(start_percent: float, end_percent: float) -> None:
-    """Raise ValueError unless ``0 <= start < end <= 1``."""
-    if not 0.0 <= start_percent < end_percent <= 1.0:
-        raise ValueError(
-            f"start_percent {start_percent} and end_percent {end_percent}: guidance needs "
-            "0 <= start_percent < end_percent <= 1 (0 = the first step, 1 = the end)"
-        )

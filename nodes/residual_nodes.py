@@ -152,7 +152,7 @@ class Cones2ApplyResidual:
                 self.NAME, f"this CLIP gives {width}-wide embeddings; SD2's are {EMBED_DIM}. "
                 "Use the CLIP of an SD2.x checkpoint."))
         residuals = [b.residual for b in bindings]
-        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens}
+        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens.to_json()}
         out = []
         for cond, meta in conditioning:
             if cond.shape[1] != prompt_tokens.length:

@@ -128,7 +128,7 @@ def parts(host, sd2):
     (middle,) = host.run("Cones2ApplyResidual", clip=clip, text="a cat and a dog")  # DualCFGGuider's cond2
     (latent,) = host.run("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
     keys = pack_module(host, "guidance.conditioning_keys")
-    tokens = pos[0][1][keys.PROMPT_TOKENS]
+    tokens = keys.prompt_tokens(pos[0][1])
     rows = [tokens.occurrence("dog"), tokens.occurrence("cat")]
     return {"model": model, "clip": clip, "pos": pos, "neg": neg, "middle": middle, "latent": latent, "rows": rows,
             "layout": two_subject_layout(host)}

@@ -131,7 +131,8 @@ def test_a_residual_lands_exactly_on_its_phrase_rows(host, clip, residual_dir, e
     others = [r for r in range(core.shape[1]) if r not in rows]
     assert torch.equal(ours[0][0, others], core[0, others])
     assert [k for k in ours[1] if k.startswith("cones2_")] == ["cones2_prompt_tokens"]  # the pack's one key
-    assert ours[1]["cones2_prompt_tokens"].occurrence("dog") == tuple(rows)
+    tokens = pack_module(host, "guidance.conditioning_keys").prompt_tokens(ours[1])
+    assert tokens.occurrence("dog") == tuple(rows)
 
 
 def test_two_residuals_on_two_occurrences_of_the_same_word(host, clip, residual_dir):

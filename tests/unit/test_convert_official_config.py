@@ -7,7 +7,7 @@ import torch
 from cones2.devtools import convert_official_config as conv
 from cones2.devtools import make_workflows
 from cones2.devtools import node_schemas as wf
-from cones2.guidance.strength import check_percents
+from cones2.guidance.step_range import check_percents
 from cones2.training.residual_file import load_residual
 from cones2_test_support.scripts import WORKFLOWS, official_example_dir
 

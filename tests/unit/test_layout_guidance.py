@@ -15,7 +15,8 @@ from cones2.guidance.layout_guidance import (
     bind_prompt,
 )
 from cones2.guidance.prompt_tokens import PromptTokens
-from cones2.guidance.strength import SigmaSchedule, StepRange
+from cones2.guidance.step_range import StepRange
+from cones2.guidance.strength import SigmaSchedule
 
 HEADS, D = 2, 8
 C = HEADS * D
@@ -28,7 +29,7 @@ def tokens(words, length=77, start=1):
                         pieces=tuple(w + "</w>" for w in words))
 
 
-def attend(q, k, v, mask):
+def attend(q, k, v, mask, extra_options=None):
     """Plain attention on projected q/k/v with an additive mask on the scaled logits ([B, N, T])."""
     b, n, _ = q.shape
     qh, kh, vh = (t.view(b, -1, HEADS, D).transpose(1, 2).float() for t in (q, k, v))
@@ -78,8 +79,23 @@ ALL_STEPS = StepRange()
 PATHS = ["explicit", "masked"]  # forced, whatever the device
 
 
-def make_run(layout=LAYOUT, steps=ALL_STEPS, path="auto", **kw):
-    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE, path=path)
+class Positive:
+    """The guider's positive entries as the sampler hook reads them; tests set ``entries``."""
+
+    def __init__(self, entries=None):
+        self.entries = entries
+
+    def __call__(self):
+        return self.entries
+
+
+def make_run(layout=LAYOUT, steps=ALL_STEPS, path="auto", attend=attend, **kw):
+    return GuidanceRun(layout, GuidanceSettings(**kw), steps, NODE, attend=attend, positive=Positive(), path=path)
+
+
+def bind(run, positive):
+    run.positive.entries = positive
+    run.bind()
 
 
 def options(branches, uids, sigma, h=4, w=6, batch=1):
@@ -95,13 +111,13 @@ def qkv(bt, n=24, t=77, seed=0, dtype=torch.float32):
 
 def bind_call(run, conds, positive):
     """What the sampler hooks do: bind the guider's positive entries, then announce a model call."""
-    run.bind(positive)
-    run.begin_call(conds, torch.tensor([1.0]), positive)
+    bind(run, positive)
+    run.model_call(conds, torch.tensor([1.0]))
 
 
 def bound(run, pos_tokens, pos_len=77, neg_len=77):
     pu, nu = uuid.uuid4(), uuid.uuid4()
-    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens, "cross_attn": torch.zeros(1, pos_len, 4)}]
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: pos_tokens.to_json(), "cross_attn": torch.zeros(1, pos_len, 4)}]
     bind_call(run, [pos, [{"uuid": nu, "cross_attn": torch.zeros(1, neg_len, 4)}]], pos)
     return pu, nu
 
@@ -116,7 +132,7 @@ def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouch
     run = make_run(path=path, scope=scope, suppression=-1e8, weight=0.08)
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(4)  # batch 2 per chunk, negative chunk first
-    out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2), attend)
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2))
     plain = attend(q, k, v, None)
     assert torch.equal(out[:2], plain[:2])
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
@@ -126,17 +142,17 @@ def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouch
 
 
 def test_the_official_hard_mask_moves_all_of_a_subjects_attention_into_its_region():
-    run = make_run(path="masked")
-    pu, nu = bound(run, PROMPT)
-    q, k, v = qkv(2)
     captured = {}
 
-    def spy(q_, k_, v_, mask):
+    def spy(q_, k_, v_, mask, extra_options):
         if mask is not None:
             captured["mask"] = mask
         return attend(q_, k_, v_, mask)
 
-    run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), spy)
+    run = make_run(path="masked", attend=spy)
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2)
+    run.attention(q, k, v, options([0, 1], [pu, nu], 14.6))
     mask = captured["mask"]
     scores = (q[:1].view(1, 24, HEADS, D).transpose(1, 2) @ k[:1].view(1, 77, HEADS, D).transpose(1, 2).transpose(-1, -2))
     probs = (scores * D**-0.5 + mask[:, None]).softmax(-1)
@@ -153,7 +169,7 @@ def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result(path
     k = torch.cat([k77.repeat(1, 2, 1), kn])  # ComfyUI repeats the shorter prompt to the LCM length
     v = torch.cat([v77.repeat(1, 2, 1), vn])
     q2 = torch.cat([q, torch.randn(1, 24, C)])
-    out = run.attention(q2, k, v, options([0, 1], [pu, nu], 5.0), attend)
+    out = run.attention(q2, k, v, options([0, 1], [pu, nu], 5.0))
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[0].double(), official(q[0], k77[0], v77[0], m, 5.0, 0.08), rtol=1e-4, atol=1e-5)
     assert torch.equal(out[1], attend(q2, k, v, None)[1])
@@ -164,10 +180,10 @@ def test_several_positive_entries_are_each_guided_with_their_own_token_map(path)
     run = make_run(path=path)
     p1, p2, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     other = tokens(["cat", "near", "a", "dog"], start=1)  # cat at 1, dog at 4
-    pos = [{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other}]
+    pos = [{"uuid": p1, conditioning_keys.PROMPT_TOKENS: PROMPT.to_json()}, {"uuid": p2, conditioning_keys.PROMPT_TOKENS: other.to_json()}]
     bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=5)
-    out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0), attend)
+    out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0))
     scope = SuppressionScope.OUTSIDE_OWN_REGION
     m1 = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
     m2 = direct_bias(LAYOUT, [(4,), (1,)], 4, 6, 77, -1e8, scope)
@@ -181,27 +197,27 @@ def test_cfg_one_batches_hold_only_the_positive_chunk(path):
     run = make_run(path=path)
     pu, _ = bound(run, PROMPT)
     q, k, v = qkv(1, seed=6)
-    out = run.attention(q, k, v, options([0], [pu], 3.0), attend)
+    out = run.attention(q, k, v, options([0], [pu], 3.0))
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[0].double(), official(q[0], k[0], v[0], m, 3.0, 0.08), rtol=1e-4, atol=1e-5)
 
 
 def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
-    run = make_run(path="masked", steps=StepRange(sigma_start=10.0, sigma_end=1.0))
-    pu, nu = bound(run, PROMPT)
-    q, k, v = qkv(2, seed=7)
     calls = []
 
-    def spy(q_, k_, v_, mask):
+    def spy(q_, k_, v_, mask, extra_options):
         calls.append(mask)
         return attend(q_, k_, v_, mask)
 
+    run = make_run(path="masked", steps=StepRange(sigma_start=10.0, sigma_end=1.0), attend=spy)
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=7)
     for sigma in (14.6, 1.0, 0.5):
         calls.clear()
-        out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma), spy)
+        out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma))
         assert calls == [None] and torch.equal(out, attend(q, k, v, None))
     calls.clear()
-    run.attention(q, k, v, options([1, 0], [nu, pu], 5.0), spy)
+    run.attention(q, k, v, options([1, 0], [nu, pu], 5.0))
     assert len(calls) == 2 and calls[1] is not None
 
 
@@ -210,14 +226,14 @@ def test_the_step_decision_made_before_the_model_call_is_reused_by_every_layer()
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=12)
     sigma = torch.tensor([5.0])
-    run.begin_step(sigma)
+    run.model_call([run.positive(), [{"uuid": nu}]], sigma)
     eo = options([1, 0], [nu, pu], 5.0)
     eo["sigmas"] = sigma
-    guided = run.attention(q, k, v, eo, attend)
-    run._step = (sigma, False, None)  # what begin_step decided is what the layers do
-    assert torch.equal(run.attention(q, k, v, eo, attend), attend(q, k, v, None))
+    guided = run.attention(q, k, v, eo)
+    run._step = (sigma, False, None)  # what model_call decided is what the layers do
+    assert torch.equal(run.attention(q, k, v, eo), attend(q, k, v, None))
     eo["sigmas"] = torch.tensor([5.0])  # another call's σ: decided afresh
-    assert torch.equal(run.attention(q, k, v, eo, attend), guided)
+    assert torch.equal(run.attention(q, k, v, eo), guided)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -231,9 +247,9 @@ def test_a_previous_attn2_replacement_is_chained(path):
         assert eo["cond_or_uncond"] == [1, 0]
         return attend(q_, k_, v_, None) + extra
 
-    out = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend, previous)
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), previous)
     assert torch.equal(out[0], attend(q, k, v, None)[0] + extra[0])
-    guided_alone = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0), attend)
+    guided_alone = run.attention(q, k, v, options([1, 0], [nu, pu], 4.0))
     torch.testing.assert_close(out[1], guided_alone[1] + extra[1], rtol=1e-5, atol=1e-5)
 
 
@@ -245,7 +261,7 @@ def test_every_schedule_gives_the_official_formula_with_its_eta(schedule, path):
     q, k, v = qkv(4, seed=13)
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
     for sigma in (9.0, 0.5):
-        out = run.attention(q, k, v, options([0, 1], [pu, nu], sigma, batch=2), attend)
+        out = run.attention(q, k, v, options([0, 1], [pu, nu], sigma, batch=2))
         for i in (0, 1):
             want = official(q[i], k[i], v[i], m, sigma, 0.3, schedule)
             torch.testing.assert_close(out[i].double(), want, rtol=1e-4, atol=1e-5)
@@ -257,36 +273,36 @@ def test_the_bias_of_each_layer_shape_is_built_once_per_run():
     for sigma in (14.6, 7.0, 1.0):
         for h, w in ((4, 6), (2, 3)):
             q, k, v = qkv(2, n=h * w)
-            run.attention(q, k, v, options([1, 0], [nu, pu], sigma, h, w), attend)
+            run.attention(q, k, v, options([1, 0], [nu, pu], sigma, h, w))
     assert sorted(key[1:3] for key in run._biases) == [(2, 3), (4, 6)]
     first = dict(run._biases)
     q, k, v = qkv(2)
-    run.attention(q, k, v, options([1, 0], [nu, pu], 0.5), attend)
+    run.attention(q, k, v, options([1, 0], [nu, pu], 0.5))
     assert all(run._biases[key] is first[key] for key in first)
 
 
 def test_half_precision_masks_stay_finite():
-    run = make_run(path="masked")
-    pu, nu = bound(run, PROMPT)
-    q, k, v = qkv(2, seed=9, dtype=torch.float16)
     seen = []
 
-    def spy(q_, k_, v_, mask):
+    def spy(q_, k_, v_, mask, extra_options):
         if mask is not None:
             seen.append(mask)
         return attend(q_, k_, v_, mask)
 
-    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), spy)
+    run = make_run(path="masked", attend=spy)
+    pu, nu = bound(run, PROMPT)
+    q, k, v = qkv(2, seed=9, dtype=torch.float16)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6))
     assert seen[0].dtype == torch.float16 and torch.isfinite(seen[0]).all()
     assert seen[0].min() < -1000 and torch.isfinite(out).all()
 
 
 def test_the_explicit_path_hands_no_mask_to_the_host_attention_and_auto_picks_by_device():
-    run = make_run(path="explicit")
+    masks = []
+    run = make_run(path="explicit", attend=lambda *a: masks.append(a[3]) or attend(*a))
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=14)
-    masks = []
-    out = run.attention(q, k, v, options([1, 0], [nu, pu], 6.0), lambda *a: masks.append(a[3]) or attend(*a))
+    out = run.attention(q, k, v, options([1, 0], [nu, pu], 6.0))
     assert masks == [None]  # only the whole-batch plain call
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[1].double(), official(q[1], k[1], v[1], m, 6.0, 0.08), rtol=1e-4, atol=1e-5)
@@ -301,7 +317,7 @@ def test_the_explicit_path_in_half_precision_computes_in_float32():
     run = make_run(path="explicit")
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=9, dtype=torch.float16)
-    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6), attend)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6))
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     want = official(q[0].float(), k[0].float(), v[0].float(), m, 14.6, 0.08)
@@ -309,17 +325,18 @@ def test_the_explicit_path_in_half_precision_computes_in_float32():
 
 
 def test_the_schedule_without_std_and_zero_weight():
-    run = make_run(path="masked", schedule=SigmaSchedule.LOG_SIGMA, weight=0.5)
+    captured = []
+    run = make_run(path="masked", schedule=SigmaSchedule.LOG_SIGMA, weight=0.5,
+                   attend=lambda *a: captured.append(a[3]) or attend(*a))
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=10)
-    captured = []
-    run.attention(q, k, v, options([0, 1], [pu, nu], 2.0), lambda *a: captured.append(a[3]) or attend(*a))
+    run.attention(q, k, v, options([0, 1], [pu, nu], 2.0))
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     want = (0.5 * math.log(5.0) * m * D**-0.5).clamp(min=-torch.finfo(torch.float32).max / 4)
     torch.testing.assert_close(captured[1][0], want)
     off = make_run(weight=0.0)
     pu, nu = bound(off, PROMPT)
-    out = off.attention(q, k, v, options([0, 1], [pu, nu], 2.0), attend)
+    out = off.attention(q, k, v, options([0, 1], [pu, nu], 2.0))
     torch.testing.assert_close(out, attend(q, k, v, None))
 
 
@@ -327,10 +344,10 @@ def test_the_schedule_without_std_and_zero_weight():
 def test_an_entry_without_a_token_map_next_to_one_with_it_is_left_alone(path):
     run = make_run(path=path)
     pu, plain_u, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}, {"uuid": plain_u}]
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT.to_json()}, {"uuid": plain_u}]
     bind_call(run, [pos, [{"uuid": nu}]], pos)
     q, k, v = qkv(3, seed=11)
-    out = run.attention(q, k, v, options([0, 0, 1], [plain_u, pu, nu], 2.0), attend)
+    out = run.attention(q, k, v, options([0, 0, 1], [plain_u, pu, nu], 2.0))
     plain = attend(q, k, v, None)
     assert torch.equal(out[0], plain[0]) and torch.equal(out[2], plain[2]) and not torch.equal(out[1], plain[1])
 
@@ -340,11 +357,11 @@ def test_the_positive_is_found_by_entry_whatever_its_branch_index():
     # middle prompt (made by Cones2ApplyResidual too, but not the guider's positive) is not guided
     run = make_run()
     pu, mu, nu = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
-    middle = [{"uuid": mu, conditioning_keys.PROMPT_TOKENS: PROMPT}]
+    pos = [{"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT.to_json()}]
+    middle = [{"uuid": mu, conditioning_keys.PROMPT_TOKENS: PROMPT.to_json()}]
     bind_call(run, [[{"uuid": nu}], middle, pos], pos)
     q, k, v = qkv(3, seed=15)
-    out = run.attention(q, k, v, options([0, 1, 2], [nu, mu, pu], 2.0), attend)
+    out = run.attention(q, k, v, options([0, 1, 2], [nu, mu, pu], 2.0))
     plain = attend(q, k, v, None)
     assert torch.equal(out[:2], plain[:2])
     m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
@@ -356,11 +373,12 @@ def test_a_copy_of_a_positive_entry_in_another_branch_is_not_guided():
     # the negative's embedding): only the guider's own positive entry is guided
     run = make_run()
     pu, nu = uuid.uuid4(), uuid.uuid4()
-    entry = {"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT, "area": (4, 6, 0, 0)}
+    entry = {"uuid": pu, conditioning_keys.PROMPT_TOKENS: PROMPT.to_json(), "area": (4, 6, 0, 0)}
     pos = [entry]
     bind_call(run, [pos, [{"uuid": nu}, dict(entry)]], pos)
     assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu)]
-    run.begin_call([pos, [{"uuid": nu}, dict(entry)]], torch.tensor([1.0]))  # no positive list: by uuid
+    run.positive.entries = None  # no positive list: by uuid
+    run.model_call([pos, [{"uuid": nu}, dict(entry)]], torch.tensor([1.0]))
     assert run.guided_chunks([0, 1, 1], [pu, nu, pu]) == [(0, pu), (2, pu)]
 
 
@@ -368,7 +386,7 @@ def test_a_grid_that_does_not_match_the_activations_is_left_alone():
     run = make_run()
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, n=10)
-    out = run.attention(q, k, v, options([0, 1], [pu, nu], 2.0, h=4, w=6), attend)
+    out = run.attention(q, k, v, options([0, 1], [pu, nu], 2.0, h=4, w=6))
     assert torch.equal(out, attend(q, k, v, None))
 
 
@@ -376,22 +394,31 @@ def test_a_grid_that_does_not_match_the_activations_is_left_alone():
 
 def test_an_empty_layout_is_refused():
     with pytest.raises(LayoutGuidanceError, match="Cones2LayoutGuidance: the layout is empty"):
-        GuidanceRun(Layout(64, 64), GuidanceSettings(), StepRange(), NODE)
+        GuidanceRun(Layout(64, 64), GuidanceSettings(), StepRange(), NODE, attend=attend, positive=Positive())
 
 
 def test_a_positive_prompt_without_a_token_map_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([{"uuid": uuid.uuid4()}])
+        bind(run, [{"uuid": uuid.uuid4()}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance:") and "not encoded by Cones2ApplyResidual" in msg
     assert "Cones2 Apply Residual" in msg
 
 
+def test_an_unreadable_token_map_is_refused_with_the_fix():
+    run = make_run()
+    with pytest.raises(LayoutGuidanceError) as e:
+        bind(run, [{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: '{"rows": [1]}'}])
+    msg = str(e.value)
+    assert msg.startswith("Cones2LayoutGuidance: the positive prompt's recorded token map cannot be read")
+    assert "encode the prompt again" in msg
+
+
 def test_a_layout_phrase_missing_from_the_prompt_is_refused():
     run = make_run()
     with pytest.raises(LayoutGuidanceError) as e:
-        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"])}])
+        bind(run, [{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: tokens(["a", "dog", "on", "grass"]).to_json()}])
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance: layout subject 'cat':")
     assert "the phrase 'cat' is not in the prompt" in msg and "dog" in msg
@@ -401,7 +428,7 @@ def test_a_missing_occurrence_is_refused():
     layout = Layout(64, 64, (LayoutSubject("dog", 2, box=Box(0, 0, 8, 8)),))
     run = make_run(layout=layout)
     with pytest.raises(LayoutGuidanceError, match="occurs 1 time"):
-        run.bind([{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT}])
+        bind(run, [{"uuid": uuid.uuid4(), conditioning_keys.PROMPT_TOKENS: PROMPT.to_json()}])
 
 
 def test_subjects_sharing_a_token_are_refused():

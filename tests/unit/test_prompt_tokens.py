@@ -130,3 +130,20 @@ def test_find_matches_a_direct_scan(words, phrase):
         else:
             i += 1
     assert t.find(" ".join(phrase)) == expected
+
+
+# --- the token map as it is stored in conditioning (JSON text) ---------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=6), max_size=20), st.integers(min_value=77, max_value=231))
+def test_the_json_form_round_trips_any_token_map(pieces, length):
+    tokens = PromptTokens(length=length, rows=tuple(range(1, len(pieces) + 1)), pieces=tuple(pieces))
+    text = tokens.to_json()
+    assert isinstance(text, str) and PromptTokens.from_json(text) == tokens
+
+
+@pytest.mark.parametrize("text", ["", "[]", '{"rows": [1], "pieces": ["a</w>"]}', '{"length": 77, "rows": [1, 2], '
+                                  '"pieces": ["a</w>"]}', '{"length": "x", "rows": [], "pieces": []}'])
+def test_text_that_is_not_a_token_map_is_refused(text):
+    with pytest.raises(ValueError, match="not a Cones 2 token map"):
+        PromptTokens.from_json(text)

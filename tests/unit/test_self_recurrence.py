@@ -3,7 +3,7 @@
 import math
 
 from cones2.guidance.self_recurrence import Segment, plan_segments, renoise_scale
-from cones2.guidance.strength import StepRange
+from cones2.guidance.step_range import StepRange
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -3,14 +3,11 @@
 from dataclasses import asdict, fields
 
 import pytest
+from cones2.scripts import train_residual as script
 from cones2.training import train_settings as ts
 from cones2.training.trainer import check_settings
-from cones2_test_support.scripts import scripts_on_path
 from hypothesis import given
 from hypothesis import strategies as st
-
-scripts_on_path()
-import train_residual as script  # noqa: E402
 
 OFFERED = ts.options()
 
