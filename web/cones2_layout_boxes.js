@@ -747,6 +747,7 @@ class BoxEditor {
       this.adoptCanvasSize(); // set without a callback: a workflow load, not a user edit
       this.syncFields();
       this.requestDraw();
+      this.node.setDirtyCanvas?.(true, true); // the classic canvas re-lays out its widgets for the new aspect
     }
     // Linked inputs: the value the server gets is not the widget's, so say what is drawn.
     const readOnly = this.inputLinked("boxes") ? "boxes comes from a link: the editor shows the widget's own text" : null;
