@@ -81,6 +81,18 @@ try {
     await page.mouse.click(p.x, p.y);
     await page.waitForTimeout(50);
   }
+  /** A drag on the editor of node `id` of the graph on screen (canvas pixels). */
+  async function dragOn(id, from, to) {
+    const point = (x, y) => page.evaluate(([id, x, y]) =>
+      window.app.canvas.graph.getNodeById(id).cones2BoxEditor.layoutToClient(x, y), [id, x, y]);
+    const a = await point(...from);
+    const b = await point(...to);
+    await page.mouse.move(a.x, a.y);
+    await page.mouse.down();
+    for (let i = 1; i <= 8; i++) await page.mouse.move(a.x + ((b.x - a.x) * i) / 8, a.y + ((b.y - a.y) * i) / 8);
+    await page.mouse.up();
+    await page.waitForTimeout(100);
+  }
   /** Type at the end of the node's boxes text area, as a user editing the text by hand. */
   async function typeInBoxesText(typed) {
     const textarea = await page.evaluateHandle(() => {
@@ -334,6 +346,53 @@ try {
     return { readOnly: node.cones2BoxEditor.readOnly ?? null };
   }, result.linked.slot);
   step("linked and unlinked the boxes input");
+
+  // Paste: the copy gets an editor of its own with the same boxes, and a drag on it changes the
+  // copy only. Then the copy becomes a subgraph: the node is re-created inside it, and its editor
+  // there edits the node inside.
+  const at = await toClient(40, 40);
+  await page.mouse.move(at.x, at.y); // the copy lands at the mouse, over the original
+  result.pasted = await page.evaluate(async () => {
+    const canvas = window.app.canvas;
+    const graph = window.app.graph;
+    const before = new Set(graph.nodes.map((n) => n.id));
+    canvas.copyToClipboard([graph.getNodeById(1)]);
+    canvas.pasteFromClipboard({});
+    await new Promise((r) => setTimeout(r, 800));
+    const copy = graph.nodes.find((n) => !before.has(n.id));
+    window.__copyId = copy.id;
+    return { id: copy.id, text: copy.cones2BoxEditor.state().text };
+  });
+  await dragOn(result.pasted.id, [600, 200], [700, 300]);
+  result.pastedDrawn = await page.evaluate(() => ({
+    copy: window.app.graph.getNodeById(window.__copyId).widgets.find((w) => w.name === "boxes").value,
+    original: window.app.graph.getNodeById(1).widgets.find((w) => w.name === "boxes").value }));
+  step("pasted the node and drew on the copy");
+  if (await page.evaluate(() => typeof window.app.graph.convertToSubgraph === "function")) {
+    result.subgraph = await page.evaluate(async () => {
+      const graph = window.app.graph;
+      const copy = graph.getNodeById(window.__copyId);
+      const oldEditor = copy.cones2BoxEditor;
+      graph.convertToSubgraph(new Set([copy]));
+      await new Promise((r) => setTimeout(r, 800));
+      const host = graph.nodes.find((n) => n.isSubgraphNode?.());
+      const inner = host.subgraph.nodes.find((n) => n.type === "Cones2LayoutBoxes");
+      window.app.canvas.openSubgraph(host.subgraph, host);
+      await new Promise((r) => setTimeout(r, 800));
+      // bring the inner node into view
+      const ds = window.app.canvas.ds;
+      ds.offset[0] = 40 / ds.scale - inner.pos[0];
+      ds.offset[1] = 120 / ds.scale - inner.pos[1];
+      window.app.canvas.setDirty(true, true);
+      await new Promise((r) => setTimeout(r, 800));
+      return { innerId: inner.id, innerText: inner.cones2BoxEditor.state().text, oldEditorShown: oldEditor.root.isConnected,
+        innerShown: inner.cones2BoxEditor.root.isConnected };
+    });
+    await dragOn(result.subgraph.innerId, [470, 120], [580, 200]);
+    result.subgraphDrawn = await page.evaluate((id) =>
+      window.app.canvas.graph.getNodeById(id).widgets.find((w) => w.name === "boxes").value, result.subgraph.innerId);
+    step("converted the copy to a subgraph and drew inside it");
+  }
 } catch (e) {
   result.error = `${e.stack ?? e}`;
   try {

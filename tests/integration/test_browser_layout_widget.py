@@ -293,3 +293,20 @@ def test_the_editor_keeps_within_its_height_and_leaves_the_text_room(browser_run
         # at most the height the canvas needs at the node's width; the boxes text gets the rest
         assert sizes["min"] - 1 <= sizes["editor"] <= sizes["max"] + 1, sizes
         assert sizes["textarea"] >= 100, sizes
+
+
+def test_a_pasted_copy_and_a_node_in_a_new_subgraph_each_edit_their_own_boxes(browser_run):
+    r, _ = browser_run
+    original = r["numbers"]["text"]
+    assert r["pasted"]["text"] == original
+    # a box drawn on the copy (its editor's default phrase) goes into the copy only
+    assert r["pastedDrawn"]["original"] == original
+    copy = r["pastedDrawn"]["copy"]
+    assert copy.startswith(f"{original}\nsubject: 600 200 ") and copy.count("\n") == original.count("\n") + 1
+    sub = r.get("subgraph")
+    if sub is None:
+        pytest.skip(f"frontend {r['frontendVersion']} cannot convert nodes to a subgraph")
+    # converted: the node is re-created inside the subgraph; the old editor left the screen
+    assert sub["innerText"] == copy and sub["innerShown"] and not sub["oldEditorShown"]
+    drawn = r["subgraphDrawn"]
+    assert drawn.startswith(f"{copy}\nsubject #2: ") and drawn.count("\n") == copy.count("\n") + 1
