@@ -3,8 +3,12 @@
 //
 // The editor has no value of its own: it reads and writes the node's `boxes` text (one box per
 // line; grammar: the README's "Cones2 Layout Boxes" section), so saved workflows, API-format graphs and hand edits all keep
-// working. The widget is a DOM widget (frontend API of comfyui-frontend-package 1.27:
+// working. The widget is a DOM widget (frontend API of comfyui-frontend-package 1.27 to 1.58:
 // app.registerExtension + beforeRegisterNodeDef, node.addDOMWidget) that is never serialized.
+// It works in both renderers: the classic canvas and Nodes 2.0 (Vue nodes). Neither calls the
+// widget's draw callback reliably, and undo, paste and subgraph conversion re-create the node, so
+// the editor holds no node object it trusts: it finds the live node and its widgets at every read
+// and commit, re-reads the text before each change, and watches links and values on a timer.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import {
@@ -35,6 +39,7 @@ const CHROME_HEIGHT = 24 + 3 + 24 + 3 + 3 + STATUS_HEIGHT - 2; // two toolbar ro
 const CANVAS_PAD = 4;
 const MARGIN = 10; // the DOM widget's margin (frontend default)
 const MIN_CANVAS_HEIGHT = 120;
+const POLL_MS = 200; // how often the editor looks for changes made behind its back
 const HINT = "Drag to draw · drag a box to move · handles resize · Delete removes";
 
 const rgb = (c, a = 1) => `rgba(${c[0]},${c[1]},${c[2]},${a})`;
@@ -60,7 +65,7 @@ function injectStyle() {
 .cones2-box-editor .c2-bg { flex: 1 1 70px; }
 .cones2-box-editor .c2-swatch { width: 12px; height: 12px; border-radius: 3px; flex: none;
   border: 1px solid var(--border-color, #555); }
-.cones2-box-editor canvas { flex: 1 1 auto; min-height: 0; width: 100%; outline: none; cursor: crosshair; touch-action: none;
+.cones2-box-editor canvas { flex: 1 1 0; min-height: 0; width: 100%; outline: none; cursor: crosshair; touch-action: none;
   border-radius: 4px; background: #1b1b1b; }
 .cones2-box-editor canvas:focus-visible { box-shadow: 0 0 0 1px #4a90d9; }
 .cones2-box-editor .c2-status { height: ${STATUS_HEIGHT - 2}px; flex: none; overflow: hidden; white-space: nowrap;
@@ -85,12 +90,8 @@ function el(tag, props = {}, children = []) {
 
 class BoxEditor {
   constructor(node) {
-    this.node = node;
-    const find = (name) => node.widgets?.find((w) => w.name === name);
-    this.widthWidget = find("width");
-    this.heightWidget = find("height");
-    this.boxesWidget = find("boxes");
-    this.gammaWidget = find("gamma");
+    this.boundNode = node; // the node object this editor was made for, or the live one that replaced it
+    this.added = false; // seen in a graph: from then on, leaving it means the node was re-created or removed
     this.lines = [];
     this.errors = [];
     this.lastText = null;
@@ -110,7 +111,6 @@ class BoxEditor {
       // Never taller than the canvas at the node's width needs: the text widget takes the rest.
       getMaxHeight: () => this.maxHeight(),
       margin: MARGIN,
-      onDraw: () => this.poll(),
       afterResize: () => this.requestDraw(),
     });
     this.widget.serialize = false; // not in the workflow's widgets_values either
@@ -118,52 +118,102 @@ class BoxEditor {
     this.resizeObserver = new ResizeObserver(() => this.requestDraw());
     this.resizeObserver.observe(this.canvas);
     this.readText(true);
+    this.timer = setInterval(() => this.poll(), POLL_MS);
   }
 
   minHeight() { return CHROME_HEIGHT + MIN_CANVAS_HEIGHT + 2 * MARGIN; }
 
+  /** The height the canvas needs at the widget's width (the canvas's aspect), chrome and margins included. */
   maxHeight() {
-    const canvasWidth = Math.max(0, this.node.size[0] - 2 * MARGIN - 2 * CANVAS_PAD);
+    // Nodes 2.0 lays the element out itself (no margin): its own width is the one to fit.
+    const width = this.root?.isConnected && this.root.clientWidth ? this.root.clientWidth + 2 * MARGIN
+      : (this.node.size?.[0] ?? 0);
+    const canvasWidth = Math.max(0, width - 2 * MARGIN - 2 * CANVAS_PAD);
     const canvas = (canvasWidth * this.canvasHeight) / this.canvasWidth + 2 * CANVAS_PAD;
     return Math.max(this.minHeight(), Math.ceil(CHROME_HEIGHT + canvas + 2 * MARGIN));
   }
 
+  /** Keep the element within its min/max height where the renderer sizes it by CSS (Nodes 2.0 ignores
+   *  getMinHeight/getMaxHeight; the classic canvas honours them and sets a height inside this range). */
+  applySizeLimits() {
+    const min = `${this.minHeight() - 2 * MARGIN}px`;
+    const max = `${this.maxHeight() - 2 * MARGIN}px`;
+    if (this.root.style.minHeight !== min) this.root.style.minHeight = min;
+    if (this.root.style.maxHeight !== max) this.root.style.maxHeight = max;
+  }
+
   // --- the node's widgets -------------------------------------------------------------------
-  widgetWidth() { return Math.max(1, Math.round(Number(this.widthWidget?.value) || 512)); }
-  widgetHeight() { return Math.max(1, Math.round(Number(this.heightWidget?.value) || 512)); }
-  text() { return String(this.boxesWidget?.value ?? ""); }
-  inputLinked(name) { return this.node.inputs?.some((i) => i.name === name && i.link != null) ?? false; }
+  /** The live node: the one this editor was made for, or the node that replaced it in its graph
+   *  (undo/redo and workflow reloads re-create every node under the same id). */
+  get node() {
+    const node = this.boundNode;
+    const inGraph = node.graph?.getNodeById?.(node.id) === node;
+    if (inGraph) {
+      this.added = true;
+      this.graph = node.graph;
+      return node;
+    }
+    if (!this.added) return node; // not added to a graph yet
+    for (const graph of new Set([this.graph, app.canvas?.graph, app.graph])) {
+      const live = graph?.getNodeById?.(node.id);
+      if (live && live !== node && (live.comfyClass ?? live.type) === NODE_CLASS) {
+        this.boundNode = live;
+        this.graph = graph;
+        return live;
+      }
+    }
+    return node;
+  }
+
+  /** Whether the node this editor belongs to is gone from its graph (removed or re-created). */
+  stale() {
+    const node = this.node;
+    return this.added && (node.graph?.getNodeById?.(node.id) !== node || node.cones2BoxEditor !== this);
+  }
+
+  find(name) { return this.node.widgets?.find((w) => w.name === name); }
+  widgetWidth() { return Math.max(1, Math.round(Number(this.find("width")?.value) || 512)); }
+  widgetHeight() { return Math.max(1, Math.round(Number(this.find("height")?.value) || 512)); }
+  text() { return String(this.find("boxes")?.value ?? ""); }
+  inputLinked(name) {
+    const node = this.node;
+    const slot = node.inputs?.findIndex((i) => i.name === name || i.widget?.name === name) ?? -1;
+    if (slot < 0) return false;
+    if (typeof node.isInputConnected === "function") return node.isInputConnected(slot);
+    return node.inputs[slot].link != null;
+  }
 
   hookWidgets() {
     const editor = this;
-    if (this.boxesWidget) {
-      const callback = this.boxesWidget.callback;
-      this.boxesWidget.callback = function (...args) {
+    const boxes = this.find("boxes");
+    if (boxes) {
+      const callback = boxes.callback;
+      boxes.callback = function (...args) {
         const r = callback?.apply(this, args);
-        editor.readText();
+        editor.node.cones2BoxEditor?.readText();
         return r;
       };
     }
-    if (this.boxesWidget?.options && !this.boxesWidget.options.getMaxHeight) {
+    if (boxes?.options && !boxes.options.getMaxHeight) {
       // The editor first gets the height its canvas needs at the node's width; the text takes the rest.
-      this.boxesWidget.options.getMaxHeight = () =>
+      boxes.options.getMaxHeight = () =>
         Math.max(50, (editor.node.freeWidgetSpace ?? 0) - editor.maxHeight());
     }
-    for (const w of [this.widthWidget, this.heightWidget]) {
+    for (const w of [this.find("width"), this.find("height")]) {
       if (!w) continue;
       const callback = w.callback;
       w.callback = function (...args) {
         const r = callback?.apply(this, args);
-        editor.canvasResized();
+        editor.node.cones2BoxEditor?.canvasResized();
         return r;
       };
     }
   }
 
-  /** Re-read the boxes text (typed by hand, loaded with a workflow, pasted, undone...). */
+  /** Re-read the boxes text (typed by hand, loaded with a workflow, pasted, undone...); true if it changed. */
   readText(force = false) {
     const text = this.text();
-    if (!force && text === this.lastText) return;
+    if (!force && text === this.lastText) return false;
     const previous = this.lines[this.selected];
     const parsed = parseBoxText(text);
     this.lines = parsed.lines;
@@ -174,9 +224,9 @@ class BoxEditor {
       this.selected = -1;
     }
     if (!force) this.message = null;
-    this.adoptCanvasSize();
     this.syncFields();
     this.requestDraw();
+    return true;
   }
 
   /** Take the width/height widgets' values as the canvas without touching the boxes (workflow load). */
@@ -190,6 +240,7 @@ class BoxEditor {
     const width = this.widgetWidth();
     const height = this.widgetHeight();
     if (width === this.canvasWidth && height === this.canvasHeight) return;
+    this.readText();
     // Rescale from the layout as it was before a run of size changes, so stepping the size
     // up and down does not drift the boxes by rounding.
     if (!this.rescaleBase || this.rescaleBase.text !== this.text()) {
@@ -232,12 +283,19 @@ class BoxEditor {
     }
   }
 
-  /** Write the lines to the boxes widget (the only value the node has). */
+  /** Write the lines to the live node's boxes widget (the only value the node has). The lines must
+   *  derive from the widget's current text: if it changed since it was read, nothing is written. */
   commit(lines) {
+    const boxes = this.find("boxes");
+    if (!boxes || this.text() !== this.lastText) {
+      this.readText();
+      this.setMessage("The boxes text changed meanwhile: that edit was not applied.", "warn");
+      return false;
+    }
     this.lines = lines;
     const text = serializeBoxText(lines);
     this.lastText = text;
-    if (this.boxesWidget && this.boxesWidget.value !== text) this.boxesWidget.value = text;
+    if (boxes.value !== text) boxes.value = text;
     this.errors = parseBoxText(text).errors;
     this.message = null;
     this.syncFields();
@@ -245,14 +303,18 @@ class BoxEditor {
     this.node.setDirtyCanvas?.(true, true);
     // Record the change for undo/redo and the workflow's modified state now, not at the next mouseup.
     try {
-      app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState();
+      const tracker = app.extensionManager?.workflow?.activeWorkflow?.changeTracker;
+      if (typeof tracker?.captureCanvasState === "function") tracker.captureCanvasState(); // 1.58+
+      else tracker?.checkState?.();
     } catch { /* no workflow store: nothing to track */ }
+    return true;
   }
 
   boxes() { return boxesOf(this.lines); }
   selectedBox() { return this.lines[this.selected]?.kind === "box" ? this.lines[this.selected].box : null; }
 
   updateSelected(changes, { autoOcc } = {}) {
+    this.readText();
     const line = this.lines[this.selected];
     if (!line || line.kind !== "box") return;
     const lines = this.lines.slice();
@@ -393,7 +455,7 @@ class BoxEditor {
     set(this.yInput, box ? box.y : "");
     set(this.wInput, box ? box.width : "");
     set(this.hInput, box ? box.height : "");
-    this.gammaInput.placeholder = `${this.gammaWidget?.value ?? 2.5}`;
+    this.gammaInput.placeholder = `${this.find("gamma")?.value ?? 2.5}`;
     this.swatch.style.background = box ? rgb(colorOf(order)) : "transparent";
     const phrases = [...new Set(this.boxes().map((b) => b.phrase))];
     this.datalist.replaceChildren(...phrases.map((p) => el("option", { value: p })));
@@ -492,6 +554,7 @@ class BoxEditor {
   // --- pointer and keys ---------------------------------------------------------------------
   onPointerDown(e) {
     if (e.button === 1) return app.canvas.processMouseDown(e); // middle button pans the graph
+    this.poll(); // the text may have changed since the last look (a hand edit, an undo)
     if (e.button !== 0 || this.readOnly) return;
     this.canvas.focus();
     const p = this.eventPoint(e);
@@ -538,6 +601,7 @@ class BoxEditor {
       this.syncFields();
       return this.requestDraw();
     }
+    this.readText();
     if (d.kind === "draw") {
       const phrase = this.lastPhrase || "subject";
       const box = { phrase, occurrence: nextFreeOccurrence(this.boxes(), phrase), ...d.box, gamma: null };
@@ -553,6 +617,7 @@ class BoxEditor {
   }
 
   onKeyDown(e) {
+    this.poll();
     if (this.readOnly) return;
     const box = this.selectedBox();
     if (e.key === "Delete" || e.key === "Backspace") {
@@ -581,6 +646,7 @@ class BoxEditor {
   }
 
   deleteSelected() {
+    this.readText();
     if (!this.selectedBox()) return;
     const lines = this.lines.filter((_, i) => i !== this.selected);
     this.selected = -1;
@@ -672,13 +738,16 @@ class BoxEditor {
   }
 
   // --- drawing ------------------------------------------------------------------------------
-  /** Called on every frame the graph draws the node: pick up changes made behind our back. */
+  /** Pick up changes made behind the editor's back: on a timer, on link changes and before each
+   *  user action (never from draw callbacks, which Nodes 2.0 does not call). Never writes. */
   poll() {
-    if (this.text() !== this.lastText) this.readText();
+    if (this.stale()) return this.handOver();
+    this.readText();
     if (!this.drag && (this.widgetWidth() !== this.canvasWidth || this.widgetHeight() !== this.canvasHeight)) {
       this.adoptCanvasSize(); // set without a callback: a workflow load, not a user edit
       this.syncFields();
       this.requestDraw();
+      this.node.setDirtyCanvas?.(true, true); // the classic canvas re-lays out its widgets for the new aspect
     }
     // Linked inputs: the value the server gets is not the widget's, so say what is drawn.
     const readOnly = this.inputLinked("boxes") ? "boxes comes from a link: the editor shows the widget's own text" : null;
@@ -697,7 +766,21 @@ class BoxEditor {
     if (Math.round(rect.width * dpr) !== this.canvas.width || Math.round(rect.height * dpr) !== this.canvas.height) {
       this.requestDraw();
     }
+    if (this.root.isConnected) this.applySizeLimits();
     if (this.dirty) this.draw();
+  }
+
+  /** This editor's node was re-created (undo, redo, reload) or removed. A renderer that keeps showing
+   *  this element (Nodes 2.0 keeps the element of a node id across undo) gets the live node's editor
+   *  in its place; an editor no one shows stops. */
+  handOver() {
+    const live = this.node.cones2BoxEditor;
+    if (live && live !== this && this.root.isConnected && !live.root.isConnected) {
+      this.root.replaceWith(live.root);
+      live.poll();
+      live.requestDraw();
+    }
+    if (!this.root.isConnected) this.destroy();
   }
 
   requestDraw() {
@@ -821,6 +904,7 @@ class BoxEditor {
   }
 
   destroy() {
+    clearInterval(this.timer);
     this.resizeObserver?.disconnect();
     if (this.frame) cancelAnimationFrame(this.frame);
   }
@@ -842,10 +926,14 @@ app.registerExtension({
       this.setSize([width, Math.max(this.size[1], min + editor.maxHeight() - editor.minHeight() + 40)]);
       return r;
     };
-    const onRemoved = nodeType.prototype.onRemoved;
-    nodeType.prototype.onRemoved = function (...args) {
-      this.cones2BoxEditor?.destroy();
-      return onRemoved?.apply(this, args);
+    // A link to or from the boxes/width/height inputs: show it at once (the timer would, later).
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+    nodeType.prototype.onConnectionsChange = function (...args) {
+      const r = onConnectionsChange?.apply(this, args);
+      this.cones2BoxEditor?.poll();
+      return r;
     };
+    // No destroy on removal: undo removes and re-creates the node, and the old editor may still be the
+    // one on screen until it hands over (poll); it stops itself once no one shows it.
   },
 });
