@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {  # besides the standard library and the package itself
     "guidance": {"torch", "regex", "PIL"},
     "training": {"torch", "safetensors"},
+    "scoring": {"torch", "PIL"},
 }
 
 
@@ -44,6 +45,7 @@ def pack_imports(path: Path) -> set[str]:
 FORBIDDEN_PACK_IMPORTS = {  # folder -> pack folders it must not import
     "guidance": {"nodes", "comfy_adapters", "training"},
     "training": {"nodes", "comfy_adapters"},
+    "scoring": {"nodes", "comfy_adapters", "training"},
     "comfy_adapters": {"nodes"},
     "scripts": {"nodes"},
     "benchmarks": {"nodes"},
