@@ -7,3 +7,8 @@ LAYOUT = "CONES2_LAYOUT"  # a guidance.layout.Layout
 CATEGORY = "cones2"
 LAYOUT_CATEGORY = "cones2/layout"
 TRAINING_CATEGORY = "cones2/training"
+
+SUBJECT_REFERENCES = "CONES2_SUBJECT_REFERENCES"  # a tuple of scoring.references.SubjectPhotos
+SCORES = "CONES2_SCORES"  # a scoring.score_report.ScoreReport, from Cones2ScoreSubjects
+DINOV2 = "CONES2_DINOV2"  # a comfy_adapters.image_encoders.Dinov2Encoder
+SCORING_CATEGORY = "cones2/scoring"
