@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .host import comfyui_path
 from .tiny_checkpoints import cached_checkpoint, randomize
 
 BUILDER_VERSION = "clip-vision-v1"
@@ -25,9 +26,7 @@ DINOV2_PREPROCESSOR = {"crop_size": {"height": 224, "width": 224}, "do_center_cr
 
 def clip_vision_checkpoint(config_name: str = "clip_vision_config_vitl.json") -> Path:
     """A cached random-weight CLIP vision file for ComfyUI's config ``config_name``."""
-    import comfy.clip_vision
-
-    config_path = Path(comfy.clip_vision.__file__).with_name(config_name)
+    config_path = comfyui_path() / "comfy" / config_name  # read as a file: server tests do not import ComfyUI
     config = json.loads(config_path.read_text())
 
     def build():

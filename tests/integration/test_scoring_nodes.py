@@ -141,12 +141,14 @@ def test_clip_t_is_the_cosine_of_comfyuis_own_embeddings(host, sd2):
     vision = comfy.clip_vision.load_clipvision_from_sd(load_file(str(clip_vision_checkpoint("clip_vision_config_h.json"))))
     image = canvas(A, B)[None]
     report = score(host, image, references(host), layout(host), clip_vision=vision, clip=clip, prompt="a cat and a dog")[0]
-    text = clip.encode_from_tokens(clip.tokenize("a cat and a dog"), return_pooled=True)[1][0]
+    with torch.inference_mode():
+        text = clip.encode_from_tokens(clip.tokenize("a cat and a dog"), return_pooled=True)[1][0]
     square = torch.full((64, 64, 3), 0.5)
     square[8:56] = image[0]
     pixels = torch.nn.functional.interpolate(square.movedim(-1, 0)[None], size=(224, 224), mode="bicubic",
                                              antialias=True).clamp(0, 1).movedim(1, -1)
-    emb = vision.encode_image(pixels, crop=False)["image_embeds"][0]
+    with torch.inference_mode():
+        emb = vision.encode_image(pixels, crop=False)["image_embeds"][0]
     assert report.clip_t[0] == pytest.approx(float(torch.nn.functional.cosine_similarity(emb.double(), text.double(),
                                                                                           dim=0)), abs=1e-4)
 
