@@ -20,7 +20,7 @@ DINOV2_FOLDER = "dinov2"  # models/dinov2/<name>/{config.json, model.safetensors
 DINOV2_HINT = ("put a Hugging Face DINOv2 folder (config.json + model.safetensors, e.g. facebook/dinov2-base) in "
                "ComfyUI/models/dinov2/<name>/")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILE = "model.safetensors"  # safetensors only: a pickled .bin could run code when loaded
 
 
 def register_dinov2_folder() -> None:
@@ -77,15 +77,15 @@ def load_dinov2(name: str) -> Dinov2Encoder:
         have = ", ".join(folders) or "none"
         raise ValueError(f"no DINOv2 folder {name!r} (found: {have}); {DINOV2_HINT}")
     path = folders[name]
-    if not any((path / w).is_file() for w in WEIGHT_FILES):
-        raise ValueError(f"models/dinov2/{name} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
-                         f"{DINOV2_HINT}")
+    if not (path / WEIGHT_FILE).is_file():
+        raise ValueError(f"models/dinov2/{name} has a config.json but no {WEIGHT_FILE} (pickled .bin weights are "
+                         f"not loaded); {DINOV2_HINT}")
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") != "dinov2":
         raise ValueError(f"models/dinov2/{name} holds a {config.get('model_type')!r} model, not DINOv2; {DINOV2_HINT}")
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+    model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
     size, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
     processor = path / "preprocessor_config.json"
     if processor.is_file():  # the crop the model was evaluated at (DINOv2: 224) and its normalisation

@@ -169,7 +169,7 @@ def test_bad_input_messages(host, clip_vision):
     empty = host.models_dir("dinov2") / "no-weights"
     empty.mkdir(parents=True, exist_ok=True)
     (empty / "config.json").write_text('{"model_type": "dinov2"}')
-    with pytest.raises(ValueError, match="models/dinov2/no-weights has a config.json but no weights"):
+    with pytest.raises(ValueError, match="models/dinov2/no-weights has a config.json but no model.safetensors"):
         host.run("Cones2LoadDINOv2", model_name="no-weights")
 
 

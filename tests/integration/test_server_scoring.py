@@ -85,3 +85,22 @@ def test_the_workflow_generates_scores_and_keeps_the_best_two(server):
     assert len(saved) == 2
     heat = outputs[by_class["PreviewImage"]]["images"]
     assert len(heat) == 4  # one heat-map per generated image
+
+
+def test_a_missing_dinov2_folder_is_refused_with_where_to_put_it(server):
+    server, _ = server
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "Cones2LayoutBoxes", "inputs": {"width": 64, "height": 64, "boxes": "dog: 0 0 32 32",
+                                                             "gamma": 2.5}},
+        "3": {"class_type": "Cones2SubjectReference", "inputs": {"images": ["1", 0], "phrase": "dog",
+                                                                  "occurrence": 1}},
+        "4": {"class_type": "Cones2LoadDINOv2", "inputs": {"model_name": "dinov2-base"}},
+        "5": {"class_type": "Cones2ScoreSubjects", "inputs": {"images": ["1", 0], "layout": ["2", 0],
+                                                               "references": ["3", 0], "fit": "pad",
+                                                               "dinov2": ["4", 0]}},
+    }
+    status, body = server.post("/prompt", {"prompt": prompt})
+    assert status == 400
+    errors = body["node_errors"]["4"]["errors"]
+    assert "no DINOv2 folder 'dinov2-base'" in errors[0]["details"] and "models/dinov2/<name>/" in errors[0]["details"]
