@@ -100,6 +100,13 @@ def clip_vision_size(clip_vision) -> int:
     return int(clip_vision.image_size)
 
 
+def clip_vision_is_dinov2(clip_vision) -> bool:
+    """Whether core Load CLIP Vision gave a DINOv2 (it loads DINOv2-large/giant files too): no CLIP space."""
+    import comfy.image_encoders.dino2
+
+    return isinstance(clip_vision.model, comfy.image_encoders.dino2.Dinov2Model)
+
+
 def encode_clip_vision(clip_vision, squares: torch.Tensor) -> torch.Tensor:
     """ComfyUI CLIP_VISION ``image_embeds`` (the projected embedding; DINOv2 there: its class token)."""
     out = clip_vision.encode_image(squares, crop=False)  # already square at the model's size: only normalised

@@ -11,6 +11,7 @@ import torch
 
 from ..comfy_adapters.image_encoders import (
     DINOV2_HINT,
+    clip_vision_is_dinov2,
     clip_vision_size,
     dinov2_folders,
     encode_clip_text,
@@ -173,8 +174,13 @@ def score_batch(images, layout, references, fit, clip_vision, dinov2, clip, prom
     images = images.detach().to("cpu", torch.float32)
     boxes = subject_boxes(layout, subjects, int(images.shape[2]), int(images.shape[1]))
     encoders = {}
+    vision_is_dino = clip_vision is not None and clip_vision_is_dinov2(clip_vision)
+    if vision_is_dino and dinov2 is not None:
+        raise ScoreError("clip_vision holds a DINOv2 model and dinov2 another one; connect one DINOv2, and a CLIP "
+                         "image encoder on clip_vision for CLIP-I / CLIP-T")
     if clip_vision is not None:
-        encoders["clip"] = (clip_vision_size(clip_vision), lambda x: encode_clip_vision(clip_vision, x))
+        encoders["dinov2" if vision_is_dino else "clip"] = (clip_vision_size(clip_vision),
+                                                            lambda x: encode_clip_vision(clip_vision, x))
     if dinov2 is not None:
         encoders["dinov2"] = (dinov2.image_size, dinov2.encode)
     per_image = [dict() for _ in range(images.shape[0])]
@@ -213,6 +219,8 @@ def _clip_t_problem(clip, clip_vision, prompt) -> str | None:
         return "the prompt is empty"
     if clip_vision is None:
         return "no CLIP image encoder (clip_vision) connected"
+    if clip_vision_is_dinov2(clip_vision):
+        return "the clip_vision model is DINOv2, which has no text tower"
     return text_projection_problem(clip)
 
 

@@ -182,3 +182,21 @@ def test_a_reference_mask_cuts_the_photo_to_the_subject(host, clip_vision):
     refs = host.run("Cones2SubjectReference", images=framed, phrase="cat", occurrence=1, mask=mask)[0]
     s = score(host, canvas(A, B)[None], refs, layout(host), clip_vision=clip_vision)[0].images[0]["clip"]
     assert s.own == pytest.approx((1.0,), abs=1e-3) and s.mixing is None
+
+
+def test_a_dinov2_from_load_clip_vision_scores_as_dino_and_gives_no_clip_t(host, sd2, tmp_path):
+    """Core Load CLIP Vision also loads DINOv2 files: its scores are DINO ones, and CLIP-T is refused (no text tower)."""
+    import comfy.clip_vision
+    from cones2_test_support.tiny_checkpoints import randomize
+
+    config = json.loads((host.path / "comfy" / "image_encoders" / "dino2_large.json").read_text())
+    config.update(hidden_size=384, num_hidden_layers=2, num_attention_heads=6)  # ComfyUI's DINOv2 class, small
+    (tmp_path / "dino.json").write_text(json.dumps(config))
+    vision = comfy.clip_vision.ClipVisionModel(str(tmp_path / "dino.json"))
+    vision.load_sd(randomize(vision.get_sd(), torch.Generator().manual_seed(5)))
+    _, clip, _ = sd2
+    report, table, _, _ = score(host, canvas(A, B)[None], references(host), layout(host), clip_vision=vision,
+                                clip=clip, prompt="a cat and a dog")
+    assert report.encoders == ("dinov2",) and report.clip_t is None
+    assert report.images[0]["dinov2"].own == pytest.approx((1.0, 1.0), abs=1e-3)
+    assert "CLIP-T not computed: the clip_vision model is DINOv2, which has no text tower" in table
