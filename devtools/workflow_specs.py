@@ -268,6 +268,71 @@ authors used; pick yours in the list.""", col=0, title="Model")
     return g
 
 
+CLIP_VISION_H = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"  # OpenCLIP ViT-H/14: SD2's text encoder's image tower
+
+
+@workflow
+def score_and_pick_best() -> Graph:
+    """(f) Generate a batch, score each subject against its photos and for mixing, keep the best two."""
+    g = Graph("score_and_pick_best")
+    g.note(f"""\
+## Score a batch and keep the best seeds
+
+KSampler makes 8 images from one seed. Cones2 Score Subjects crops each subject's box from
+every image and compares it with every subject's reference photos (CLIP-I), scores identity
+mixing (MuDI's own-minus-best-other, summed: higher = better separated) and CLIP-T against
+the prompt. Cones2 Pick Best keeps the 2 best by the chosen score and prints their batch
+indices: image *i* is regenerated alone by the same seed on Latent From Batch (batch_index *i*).
+Keep `sampler_seed` equal to the KSampler seed, and the scoring prompt equal to the prompt
+(class words, not residual names).
+
+Headless, from the pack folder: `{RUNNER} workflows/api/score_and_pick_best.json --residual dog=my_dog.safetensors
+--residual flower=my_flower.safetensors`""", col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+    dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
+                 phrase="dog", occurrence=1)
+    flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
+                    phrase="flower", occurrence=1, bindings=dog[0])
+    g.group("Subjects", [dog, flower, _residual_note(g, "`dog.safetensors` and `flower.safetensors`")])
+    prompt = "a photo of a dog and a flower in the garden"
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
+                 text=prompt)
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
+                   boxes="dog: 16 160 240 320\nflower: 288 224 208 256")
+    g.group("Prompt and layout", [pos, neg, boxes])
+    latent = g.node("EmptyLatentImage", col=3, width=512, height=512, batch_size=8)
+    guided = g.node("Cones2LayoutGuidance", col=3, model=model[0], layout=boxes[0])
+    sample = g.node("KSampler", col=3, model=guided[0], positive=pos[0], negative=neg[0], latent_image=latent[0],
+                    seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    decode = g.node("VAEDecode", col=3, samples=sample[0], vae=model[2])
+    g.group("Sample 8", [latent, guided, sample, decode])
+    dog_photos = g.node("LoadImageSetFromFolderNode", col=4, title="Dog photos (a folder under ComfyUI/input)",
+                        folder="cones2_dog", resize_method="None")
+    flower_photos = g.node("LoadImageSetFromFolderNode", col=4,
+                           title="Flower photos (a folder under ComfyUI/input)", folder="cones2_flower",
+                           resize_method="None")
+    dog_ref = g.node("Cones2SubjectReference", col=4, images=dog_photos[0], phrase="dog", occurrence=1)
+    flower_ref = g.node("Cones2SubjectReference", col=4, images=flower_photos[0], phrase="flower", occurrence=1,
+                        references=dog_ref[0])
+    encoder = g.node("CLIPVisionLoader", col=4, title="Image encoder (models/clip_vision)", clip_name=CLIP_VISION_H)
+    ref_note = g.note(f"""\
+**References**: the photos each residual was trained on, one folder per subject under ComfyUI's
+`input` folder (`cones2_dog`, `cones2_flower` are placeholders). **Image encoder**: `{CLIP_VISION_H}`
+(the OpenCLIP ViT-H/14 image tower IPAdapter users have) in `models/clip_vision`; with SD2's CLIP it
+gives CLIP-T too. For MuDI's DINO variant, add Cones2 Load DINOv2 (a DINOv2 folder in
+`models/dinov2/`) on the `dinov2` input.""", col=4, title="References and encoder")
+    g.group("References", [dog_photos, flower_photos, dog_ref, flower_ref, encoder, ref_note])
+    scores = g.node("Cones2ScoreSubjects", col=5, images=decode[0], layout=boxes[0], references=flower_ref[0],
+                    clip_vision=encoder[0], clip=model[1], prompt=prompt)
+    heat = g.node("PreviewImage", col=5, title="Similarity heat-map", images=scores[3])
+    pick = g.node("Cones2PickBest", col=5, images=decode[0], scores=scores[0], score="separation (CLIP)", keep=2,
+                  sampler_seed=0)
+    save = g.node("SaveImage", col=6, title="The best 2", images=pick[0], filename_prefix="cones2/best")
+    g.group("Score and pick", [scores, heat, pick, save])
+    return g
+
+
 from .workflow_spec_init_latent import init_latent_from_photos  # noqa: E402  (its own module: photos too)
 
 workflow(init_latent_from_photos)

@@ -1,12 +1,21 @@
 """ComfyUI node classes of the pack, one module per feature group."""
 
 from ..comfy_adapters.folders import register_model_folders
-from . import init_latent_nodes, layout_guidance_nodes, layout_nodes, residual_nodes, training_nodes
+from ..comfy_adapters.image_encoders import register_dinov2_folder
+from . import (
+    init_latent_nodes,
+    layout_guidance_nodes,
+    layout_nodes,
+    residual_nodes,
+    scoring_nodes,
+    training_nodes,
+)
 
 register_model_folders()
+register_dinov2_folder()
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (residual_nodes, layout_nodes, layout_guidance_nodes, training_nodes, init_latent_nodes):
+for _module in (residual_nodes, layout_nodes, layout_guidance_nodes, training_nodes, init_latent_nodes, scoring_nodes):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -9,3 +9,8 @@ CATEGORY = "cones2"
 LAYOUT_CATEGORY = "cones2/layout"
 TRAINING_CATEGORY = "cones2/training"
 LATENT_CATEGORY = "cones2/latent"
+
+SUBJECT_REFERENCES = "CONES2_SUBJECT_REFERENCES"  # a tuple of scoring.references.SubjectPhotos
+SCORES = "CONES2_SCORES"  # a scoring.score_report.ScoreReport, from Cones2ScoreSubjects
+DINOV2 = "CONES2_DINOV2"  # a comfy_adapters.image_encoders.Dinov2Encoder
+SCORING_CATEGORY = "cones2/scoring"

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {  # besides the standard library and the package itself
     "guidance": {"torch", "regex", "PIL"},
     "training": {"torch", "safetensors"},
+    "scoring": {"torch", "PIL"},
 }
 
 
@@ -60,6 +61,7 @@ def pack_imports(path: Path) -> set[str]:
 FORBIDDEN_PACK_IMPORTS = {  # folder -> pack folders it must not import
     "guidance": {"nodes", "comfy_adapters", "training", "scripts", "devtools", "tests"},
     "training": {"nodes", "comfy_adapters", "scripts", "devtools", "tests"},
+    "scoring": {"nodes", "comfy_adapters", "training", "scripts", "devtools", "tests"},
     "comfy_adapters": {"nodes", "scripts", "devtools", "tests"},
     "nodes": {"scripts", "devtools", "tests", "benchmarks"},
     "scripts": {"nodes", "devtools", "tests", "benchmarks"},  # the user tools ship; these do not

@@ -14,7 +14,7 @@ UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 SCHEMAS = make_workflows.load_schemas()
 # Combos whose options are the files of one machine: the shipped values are placeholders.
-PLACEHOLDER_INPUTS = {"ckpt_name", "residual_name", "image", "folder"}
+PLACEHOLDER_INPUTS = {"ckpt_name", "residual_name", "image", "folder", "clip_name"}
 
 
 def ids(paths):
