@@ -10,9 +10,11 @@ import comfy.utils
 
 from ..comfy_adapters.folders import (
     CHECKPOINT_SUBFOLDER,
-    checkpoint_dir,
+    CHECKPOINTS_LABEL,
+    checkpoint_file,
     checkpoint_names,
     new_checkpoint_path,
+    not_in_folder,
     residual_save_dir,
 )
 from ..comfy_adapters.loss_plot import loss_plot_image
@@ -119,8 +121,9 @@ class Cones2TrainResidual:
     @classmethod
     def VALIDATE_INPUTS(cls, resume_from=NO_RESUME):
         # the list of checkpoints changes while ComfyUI runs: check the file, not the list seen at startup
-        if resume_from not in (None, NO_RESUME) and not (checkpoint_dir() / resume_from).is_file():
-            return f"checkpoint {resume_from!r} is not in output/{CHECKPOINT_SUBFOLDER}"
+        # (this replaces ComfyUI's list check, so the name is resolved inside the folder here)
+        if resume_from not in (None, NO_RESUME) and checkpoint_file(resume_from) is None:
+            return not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL)
         return True
 
     def train(self, model, clip, vae, images, phrase, steps, learning_rate, batch_size, resolution,
@@ -138,7 +141,11 @@ class Cones2TrainResidual:
             gradient_checkpointing=bool(gradient_checkpointing), flip=bool(flip), random_crop=bool(random_crop),
             checkpoint_every=int(checkpoint_every))
         photos = [] if images is None else list(images)
-        resume_path = None if resume_from in (None, "", NO_RESUME) else checkpoint_dir() / resume_from
+        resume_path = None
+        if resume_from not in (None, "", NO_RESUME):
+            resume_path = checkpoint_file(resume_from)
+            if resume_path is None:
+                raise ValueError(f"Cones2TrainResidual: {not_in_folder('checkpoint', resume_from, CHECKPOINTS_LABEL)}")
         checkpoint_path = resume_path or (new_checkpoint_path(phrase) if settings.checkpoint_every else None)
         pbar = comfy.utils.ProgressBar(settings.steps)
 
@@ -196,7 +203,7 @@ class Cones2SaveResidual:
         name = filename.strip()
         if name.endswith(".safetensors"):
             name = name[: -len(".safetensors")]
-        if name and (os.sep in name or "/" in name or name.startswith(".")):
+        if name and (os.sep in name or "/" in name or "\\" in name or "\x00" in name or name.startswith(".")):
             raise ValueError(f"Cones2SaveResidual: {filename!r} is not a plain file name; write e.g. 'my_dog'.")
         stem = slug(name or residual.subject or "subject")
         try:
