@@ -136,7 +136,7 @@ def checkpoint_problem(args) -> str | None:
             try:
                 peek_state(path)
             except TrainingResumeError as e:
-                return f"{option} {path}: {e}"
+                return f"{option} {path}: not a usable checkpoint: {e}"
     return None
 
 
