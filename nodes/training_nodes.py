@@ -24,10 +24,12 @@ from ..training.file_names import slug
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
 from ..training.trainer import (
     DEFAULT_PROMPT,
+    EXTRACTION,
     LOW_MEMORY_HINT,
     PRECISIONS,
     PRESERVATION,
     RESIDUAL_FROM,
+    SETUP,
     OutOfMemory,
     TrainSettings,
     residual_training_info,
@@ -38,6 +40,7 @@ from .node_types import TRAINING_CATEGORY as CATEGORY
 log = logging.getLogger("cones2")
 
 NO_RESUME = "none"
+PHASE_NAMES = {SETUP: "setup (the original encoder's targets)", EXTRACTION: "Eq. 5 extraction (the residual)"}
 DEFAULTS = TrainSettings()
 
 
@@ -152,12 +155,17 @@ class Cones2TrainResidual:
         def progress(done, total, last):
             pbar.update_absolute(done, total)
 
+        def phase_progress(phase, done, total):  # the bar counts sentences while the corpus is encoded
+            if done == 0:
+                log.info("Cones2TrainResidual: %s, encoding %d sentences", PHASE_NAMES[phase], total)
+            pbar.update_absolute(done, total)
+
         try:
             with training_mode():
                 result = train_with_comfy(
                     model, clip, vae, photos, phrase, settings, progress=progress,
                     check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
-                    checkpoint_path=checkpoint_path, resume_path=resume_path)
+                    checkpoint_path=checkpoint_path, resume_path=resume_path, phase_progress=phase_progress)
         except TrainingInputError as e:
             raise ValueError(f"Cones2TrainResidual: {e}") from None
         except TrainingError as e:

@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     import comfy.sd
     import folder_paths
     import torch
-    from cones2.comfy_adapters.folders import new_checkpoint_path, residual_save_dir
+    from cones2.comfy_adapters.folders import new_checkpoint_path, register_model_folders, residual_save_dir
     from cones2.comfy_adapters.loss_plot import loss_plot_image
     from cones2.comfy_adapters.training import train_with_comfy, training_mode
     from cones2.training.errors import TrainingError
@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     from cones2.training.residual_file import make_residual
     from cones2.training.trainer import OutOfMemory, TrainSettings, residual_training_info
 
+    register_model_folders()  # inside ComfyUI the pack's loading does this
     settings = settings_from(args, TrainSettings)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
@@ -267,10 +268,20 @@ def main(argv=None) -> int:
             print(f"step {done}/{total}  loss {last['loss']:.4f}  diffusion {last['diffusion']:.4f}  "
                   f"preservation {last['preservation']:.4g}  ({rate:.2f} steps/s)", file=sys.stderr)
 
+    phase_names = {"setup": "setup: encoding the corpus", "extraction": "Eq. 5: extracting the residual"}
+    reported = {}
+
+    def phase_progress(phase, done, total):
+        tenth = done * 10 // max(1, total)
+        if reported.get(phase) != tenth:  # 0%, 10%, ... 100%
+            reported[phase] = tenth
+            print(f"{phase_names.get(phase, phase)}: {done}/{total} sentences", file=sys.stderr)
+
     try:
         with training_mode():
             result = train_with_comfy(model, clip, vae, photos, args.phrase, settings, progress=progress,
-                                      checkpoint_path=checkpoint_path, resume_path=args.resume)
+                                      checkpoint_path=checkpoint_path, resume_path=args.resume,
+                                      phase_progress=phase_progress)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
