@@ -154,3 +154,32 @@ def test_the_servers_view_route_refuses_a_background_subfolder_leaving_input(com
         with pytest.raises(urllib.error.HTTPError) as e:
             comfy_server.get_bytes(f"/view?filename={filename}&subfolder={subfolder}&type=input")
         assert e.value.code in (400, 403, 404)
+
+
+def test_a_hostile_residual_name_posted_to_the_server_is_refused_like_a_missing_one(comfy_server):
+    outside = comfy_server.base / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "victim.safetensors").write_bytes(b"not yours")
+    folder = comfy_server.base / "models" / "cones2_residuals"
+    folder.mkdir(parents=True, exist_ok=True)
+    details = {}
+    for name in ("../../outside/victim.safetensors", str(outside / "victim.safetensors"),
+                 "../../../../../../../etc/passwd", "missing.safetensors"):
+        graph = {"res": {"class_type": "Cones2LoadResidual",
+                         "inputs": {"residual_name": name, "phrase": "dog", "occurrence": 1, "strength": 1.0}},
+                 "out": {"class_type": "Cones2ApplyResidual", "inputs": {"clip": ["ckpt", 1], "text": "a dog",
+                                                                         "bindings": ["res", 0]}},
+                 "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd2.safetensors"}},
+                 "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+                 "sample": {"class_type": "KSampler", "inputs": {
+                     "model": ["ckpt", 0], "positive": ["out", 0], "negative": ["out", 0],
+                     "latent_image": ["latent", 0], "seed": 1, "steps": 1, "cfg": 5.0, "sampler_name": "euler",
+                     "scheduler": "normal", "denoise": 1.0}},
+                 "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+                 "save": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}}}
+        status, body = comfy_server.post("/prompt", {"prompt": graph, "client_id": "cones2-tests"})
+        assert status == 400, body
+        (error,) = body["node_errors"]["res"]["errors"]
+        details[name] = (error["type"], error["message"])  # ComfyUI's own list check: "Value not in list"
+    assert len(set(details.values())) == 1, details
+    assert (outside / "victim.safetensors").read_bytes() == b"not yours"
