@@ -36,19 +36,28 @@ def outside(host):
     return d
 
 
-def hostile_names(folder: Path, outside: Path, victim: str) -> list:
-    """Names that leave ``folder`` (plus links inside it that lead out, created here) and one that is missing."""
-    up = "../" * len(folder.relative_to(outside.parent).parts)
-    (folder / f"link_{victim}").unlink(missing_ok=True)
-    (folder / f"link_{victim}").symlink_to(outside / victim)
-    (folder / "linkdir").unlink(missing_ok=True)
-    (folder / "linkdir").symlink_to(outside, target_is_directory=True)
-    assert (folder / f"{up}outside/{victim}").is_file()  # the naive join reaches the victim
-    return [f"{up}outside/{victim}", str(outside / victim), f"link_{victim}", f"linkdir/{victim}",
-            "../../../../../../../../etc/passwd", "/etc/passwd", f"{victim}\x00", f"missing_{victim}"]
+@pytest.fixture
+def hostile_names():
+    """``hostile_names(folder, outside, victim)``: names that leave ``folder`` (with links inside it that lead
+    out, removed after the test) and one that is missing."""
+    links = []
+
+    def make(folder: Path, outside: Path, victim: str) -> list:
+        up = "../" * len(folder.relative_to(outside.parent).parts)
+        for link, target in ((folder / f"link_{victim}", outside / victim), (folder / "linkdir", outside)):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=target.is_dir())
+            links.append(link)
+        assert (folder / f"{up}outside/{victim}").is_file()  # the naive join reaches the victim
+        return [f"{up}outside/{victim}", str(outside / victim), f"link_{victim}", f"linkdir/{victim}",
+                "../../../../../../../../etc/passwd", "/etc/passwd", f"{victim}\x00", f"missing_{victim}"]
+
+    yield make
+    for link in links:
+        link.unlink(missing_ok=True)
 
 
-def test_resume_from_never_leaves_output_cones2_training(host, sd2, outside):
+def test_resume_from_never_leaves_output_cones2_training(host, sd2, outside, hostile_names):
     model, clip, vae = sd2
     folders = pack_module(host, "comfy_adapters.folders")
     folder = folders.checkpoint_dir()
@@ -70,7 +79,7 @@ def test_resume_from_never_leaves_output_cones2_training(host, sd2, outside):
     assert node.VALIDATE_INPUTS(resume_from="none") is True
 
 
-def test_residual_names_never_leave_the_residual_folders(host, outside):
+def test_residual_names_never_leave_the_residual_folders(host, outside, hostile_names):
     folder = host.models_dir("cones2_residuals")
     folder.mkdir(parents=True, exist_ok=True)
     node = host.node("Cones2LoadResidual")
@@ -85,7 +94,7 @@ def test_residual_names_never_leave_the_residual_folders(host, outside):
                         "are refused)."}
 
 
-def test_comfyuis_own_lookup_follows_links_out_so_the_pack_does_not_use_it(host, outside):
+def test_comfyuis_own_lookup_follows_links_out_so_the_pack_does_not_use_it(host, outside, hostile_names):
     """folder_paths.get_full_path strips a leading '..' but follows a link out: why residual_file exists."""
     folder = host.models_dir("cones2_residuals")
     hostile_names(folder, outside, "victim.safetensors")
