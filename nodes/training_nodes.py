@@ -26,6 +26,7 @@ from ..training.trainer import (
     DEFAULT_PROMPT,
     EXTRACTION,
     LOW_MEMORY_HINT,
+    PHOTOS,
     PRECISIONS,
     PRESERVATION,
     RESIDUAL_FROM,
@@ -40,7 +41,8 @@ from .node_types import TRAINING_CATEGORY as CATEGORY
 log = logging.getLogger("cones2")
 
 NO_RESUME = "none"
-PHASE_NAMES = {SETUP: "setup (the original encoder's targets)", EXTRACTION: "Eq. 5 extraction (the residual)"}
+PHASE_NAMES = {PHOTOS: ("photos", "photos through the VAE"), SETUP: ("sentences", "setup (the original encoder's targets)"),
+               EXTRACTION: ("sentences", "Eq. 5 extraction (the residual)")}
 DEFAULTS = TrainSettings()
 
 
@@ -155,9 +157,10 @@ class Cones2TrainResidual:
         def progress(done, total, last):
             pbar.update_absolute(done, total)
 
-        def phase_progress(phase, done, total):  # the bar counts sentences while the corpus is encoded
+        def phase_progress(phase, done, total):  # the bar counts photos, then sentences, around the steps
             if done == 0:
-                log.info("Cones2TrainResidual: %s, encoding %d sentences", PHASE_NAMES[phase], total)
+                unit, name = PHASE_NAMES[phase]
+                log.info("Cones2TrainResidual: %s, encoding %d %s", name, total, unit)
             pbar.update_absolute(done, total)
 
         try:

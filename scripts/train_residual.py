@@ -268,14 +268,16 @@ def main(argv=None) -> int:
             print(f"step {done}/{total}  loss {last['loss']:.4f}  diffusion {last['diffusion']:.4f}  "
                   f"preservation {last['preservation']:.4g}  ({rate:.2f} steps/s)", file=sys.stderr)
 
-    phase_names = {"setup": "setup: encoding the corpus", "extraction": "Eq. 5: extracting the residual"}
+    phase_names = {"photos": ("encoding the photos", "photos"), "setup": ("setup: encoding the corpus", "sentences"),
+                   "extraction": ("Eq. 5: extracting the residual", "sentences")}
     reported = {}
 
     def phase_progress(phase, done, total):
         tenth = done * 10 // max(1, total)
         if reported.get(phase) != tenth:  # 0%, 10%, ... 100%
             reported[phase] = tenth
-            print(f"{phase_names.get(phase, phase)}: {done}/{total} sentences", file=sys.stderr)
+            name, unit = phase_names.get(phase, (phase, "items"))
+            print(f"{name}: {done}/{total} {unit}", file=sys.stderr)
 
     try:
         with training_mode():

@@ -59,8 +59,9 @@ DEFAULT_PROMPT = "a photo of {a} {}"
 OFFICIAL_PROMPT = "{}"
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-PhaseProgress = Callable[[str, int, int], None]  # (phase, sentences done, total)
-SETUP, EXTRACTION = "setup", "extraction"  # encoding the targets before the steps; Eq. 5 after them
+PhaseProgress = Callable[[str, int, int], None]  # (phase, photos or sentences done, total)
+# before the steps: the photos through the VAE, then the original encoder's targets; Eq. 5 after them
+PHOTOS, SETUP, EXTRACTION = "photos", "setup", "extraction"
 ENCODE_CHUNK = 16  # sentences per batch when encoding a corpus: a progress report and cancel check after each
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -276,9 +277,9 @@ def train_residual(*, encoder: ClipTextEncoder, tokenize: Tokenize, phrase: str,
     """Train one subject's residual; see the module docstring. Raises TrainingError subclasses with clear messages.
 
     ``progress(step, steps, last losses)`` after each step; ``phase_progress(phase, done, total)`` while
-    the corpus is encoded before the steps (``SETUP``) and for Eq. 5 after them (``EXTRACTION``), in
-    sentences. ``check_interrupt()`` (raising to cancel) runs between steps and after every encoder
-    layer of those phases.
+    the photos are encoded (``PHOTOS``, in photos), the corpus before the steps (``SETUP``) and for Eq. 5
+    after them (``EXTRACTION``), in sentences. ``check_interrupt()`` (raising to cancel) runs after each
+    photo, between steps and after every encoder layer of the corpus phases.
     """
     try:
         return _train(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images, encode_image=encode_image,
@@ -312,7 +313,8 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
         check_resumable(peek_state(resume_path), binding, fingerprints, Path(resume_path).name)
 
     bank = build_latent_bank(images, encode_image, settings.resolution, flip=settings.flip,
-                             random_crop=settings.random_crop, device=device, between=between)
+                             random_crop=settings.random_crop, device=device, between=between,
+                             encoded=_Phase(PHOTOS, len(images), phase_progress))
     encoder.to(device)
     encoder.requires_grad_(False)
     encoder.eval()  # no dropout in CLIP; eval only fixes the mode

@@ -135,8 +135,10 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     plot = trained["plot"]
     assert plot.shape == (1, 360, 640, 3) and 0 <= float(plot.min()) and float(plot.max()) <= 1
     assert (plot < 0.99).any()  # something is drawn
-    # the bar fills for the setup (the prompt + 1 corpus sentence), the 2 steps, the Eq. 5 extraction (1 sentence)
-    assert trained["progress"] == [(0, 2), (1, 2), (2, 2), (1, 2), (2, 2), (0, 1), (1, 1)]
+    # the bar fills for the 3 photos, the setup (the prompt + 1 corpus sentence), the 2 steps, the Eq. 5
+    # extraction (1 sentence)
+    assert trained["progress"] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 2), (1, 2), (2, 2), (1, 2), (2, 2), (0, 1),
+                                   (1, 1)]
 
 
 def test_comfyui_clip_and_unet_are_unchanged_by_training(trained):
@@ -196,7 +198,7 @@ def test_cancel_stops_within_one_step_and_leaves_no_partial_file(host, sd2):
     with ProgressLog(interrupt_at=(1, 20)) as progress, \
             pytest.raises(comfy.model_management.InterruptProcessingException):
         train(host, model, clip, vae, phrase="robot toy", steps=20, checkpoint_every=1)
-    assert progress.values[3:] == [(1, 20)]  # after the setup's three reports; step 2 never ran
+    assert progress.values[7:] == [(1, 20)]  # after the photos' and the setup's reports; step 2 never ran
     new = set(tn.checkpoint_names()) - before
     assert len(new) == 1
     state = pack_module(host, "training.train_checkpoint").load_state(tn.checkpoint_dir() / new.pop())
@@ -213,7 +215,8 @@ def test_cancel_during_the_setup_stops_it_and_writes_nothing(host, sd2):
     with ProgressLog(interrupt_at=(1, 41)) as progress, \
             pytest.raises(comfy.model_management.InterruptProcessingException):
         train(host, model, clip, vae, phrase="teddy bear", steps=20, checkpoint_every=1, corpus_size=40)
-    assert progress.values == [(0, 41), (1, 41)]  # the prompt encoded, then the cancel: no corpus chunk, no step
+    # the photos, the prompt, then the cancel: no corpus chunk, no step
+    assert progress.values == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 41), (1, 41)]
     assert set(folders.checkpoint_names()) == before
     assert not [p for p in folders.checkpoint_dir().iterdir() if p.name.startswith(".")]
 

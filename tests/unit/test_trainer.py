@@ -338,7 +338,7 @@ class PhaseLog:
     (quick(corpus_size=40, preservation="none"), 1 + 40, 40),  # Eq. 5 over the corpus, no Eq. 3
     (quick(preservation="official", residual_from="templates"), 1 + 27, 27),
 ])
-def test_setup_and_extraction_report_progress_in_sentences(settings, setup_total, extraction_total):
+def test_photos_setup_and_extraction_report_progress(settings, setup_total, extraction_total):
     log, steps = PhaseLog(), []
     run(settings, phase_progress=log, progress=lambda done, total, last: steps.append(done))
     setup, extraction = log.of("setup"), log.of("extraction")
@@ -347,8 +347,10 @@ def test_setup_and_extraction_report_progress_in_sentences(settings, setup_total
     for seq in (setup, extraction):
         done = [d for d, _ in seq]
         assert done == sorted(done) and all(0 < b - a <= 16 for a, b in zip(done, done[1:], strict=False))  # a chunk at a time
-    phases = [p for p, _, _ in log.calls]
-    assert phases == ["setup"] * len(setup) + ["extraction"] * len(extraction)  # setup, steps, extraction
+    n = len(tt.photos())
+    assert log.of("photos") == [(k, n) for k in range(n + 1)]  # one report per photo
+    phases = [p for p, _, _ in log.calls]  # photos, setup, (the steps), extraction
+    assert phases == ["photos"] * (n + 1) + ["setup"] * len(setup) + ["extraction"] * len(extraction)
     assert steps == list(range(1, settings.steps + 1))
 
 
