@@ -92,7 +92,7 @@ def check_residual_tensor(tensor, source: str) -> torch.Tensor:
     if not largest <= MAX_ROW_NORM:  # also catches a norm that overflows to inf
         raise ResidualFileError(
             f"{source}: a residual row has norm {largest:.3g}; training cannot make rows above {MAX_ROW_NORM:.0e} "
-            "(SD2's text rows have norm ≈ 32, a trained residual's rows a few), so it would ruin every image. "
+            "(SD2's text rows themselves have norm ≈ 32), so it would ruin every image. "
             "The file is damaged or not a Cones 2 residual: train the subject again or get the file again."
         )
     return tensor
