@@ -1,17 +1,23 @@
-"""The pack's folders: the residual model folder (registered with folder_paths) and training checkpoints."""
+"""The pack's folders: the residual model folder (registered with folder_paths) and training checkpoints.
+
+Every file name that comes from a workflow is resolved here, inside its folder (``residual_file``,
+``checkpoint_file``); a missing and a refused name get the same message (``not_in_folder``).
+"""
 
 import os
 from pathlib import Path
 
 import folder_paths
 
-from ..training.file_names import slug
+from ..training.file_names import resolve_in_folders, slug
 from ..training.residual_file import SUFFIXES
 from ..training.train_checkpoint import SUFFIX
 
 RESIDUALS = "cones2_residuals"
+RESIDUALS_LABEL = f"models/{RESIDUALS}"
 RESIDUAL_EXTENSIONS = set(SUFFIXES)  # what load_residual reads
 CHECKPOINT_SUBFOLDER = "cones2_training"
+CHECKPOINTS_LABEL = f"output/{CHECKPOINT_SUBFOLDER}"
 
 
 def register_model_folders() -> None:
@@ -47,3 +53,19 @@ def new_checkpoint_path(phrase: str) -> Path:
     while (folder / f"{stem}_{k:05d}{SUFFIX}").exists():
         k += 1
     return folder / f"{stem}_{k:05d}{SUFFIX}"
+
+
+def residual_file(name) -> Path | None:
+    """The residual file ``name`` (a workflow value) inside the residual folders, or None (missing or refused)."""
+    return resolve_in_folders(name, folder_paths.get_folder_paths(RESIDUALS), SUFFIXES)
+
+
+def checkpoint_file(name) -> Path | None:
+    """The training checkpoint ``name`` (a workflow value) inside ``output/cones2_training``, or None."""
+    return resolve_in_folders(name, [checkpoint_dir()], (SUFFIX,))
+
+
+def not_in_folder(what: str, name, folder: str) -> str:
+    """The one message for a workflow file name that is missing or may not be read (no existence oracle)."""
+    return (f"{what} {name!r} is not a file in {folder}. Pick one from the list (names are relative to that "
+            "folder; paths and links leading out of it are refused).")

@@ -307,7 +307,7 @@ class ComfyDenoiser:
 
 def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: str, settings: TrainSettings, *,
                      progress=None, check_interrupt=None, checkpoint_path: Path | None = None,
-                     resume_path: Path | None = None) -> TrainResult:
+                     resume_path: Path | None = None, phase_progress=None) -> TrainResult:
     """Train a residual from ComfyUI objects: validate, adapt, run the core loop. Call outside inference mode."""
     check_settings(settings)
     check_sd2(model, clip, vae)
@@ -330,7 +330,7 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
                               alphas_cumprod=schedule, prediction=prediction, settings=settings,
                               special=special, device=device, progress=progress,
                               check_interrupt=check_interrupt, checkpoint_path=checkpoint_path,
-                              resume_path=resume_path)
+                              resume_path=resume_path, phase_progress=phase_progress)
 
 
 @contextlib.contextmanager

@@ -6,12 +6,14 @@ for every content token, its row and its BPE piece (``'dog</w>'``). Pieces group
 words (a piece ending in ``</w>`` closes a word), and a phrase is found by matching its
 words, so ``dog`` matches "a dog." but not "hotdog" or "dogs", exactly as CLIP splits
 text. Phrase lookup needs no tokenizer, so layout guidance can resolve phrases from the
-conditioning alone.
+conditioning alone. A phrase is normalised as the host's tokenizer normalises the prompt
+(``normalize_text``), and messages show words as typed (``piece_text``), not in the BPE alphabet.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -47,11 +49,35 @@ def byte_encoder() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs), strict=True))
 
 
+@cache
+def byte_decoder() -> dict[str, int]:
+    return {c: b for b, c in byte_encoder().items()}
+
+
+def normalize_text(text: str) -> str:
+    """``text`` as CLIP's tokenizer normalises it before splitting: Unicode NFC, whitespace runs -> one
+    space, lowercase. (ComfyUI's SDTokenizer wraps transformers' CLIPTokenizer, whose normalizer is
+    NFC + ``\\s+`` -> ' ' + Lowercase; without ftfy the older slow tokenizer's BasicTokenizer also
+    applies NFC and lowercases.) So a decomposed ``café`` (NFD, as macOS keyboards type it) matches."""
+    return " ".join(unicodedata.normalize("NFC", text).split()).lower()
+
+
 def phrase_words(phrase: str) -> tuple[str, ...]:
     """Split ``phrase`` into words the way CLIP's tokenizer does, in the BPE piece alphabet."""
-    text = " ".join(phrase.split()).lower()
     enc = byte_encoder()
-    return tuple("".join(enc[b] for b in w.encode("utf-8")) for w in _CLIP_WORDS.findall(text))
+    return tuple("".join(enc[b] for b in w.encode("utf-8")) for w in _CLIP_WORDS.findall(normalize_text(phrase)))
+
+
+def piece_text(piece: str) -> str:
+    """A BPE piece or word (``'cafÃ©'``, ``'ðŁĲ¶</w>'``) as text (``'café'``, ``'🐶'``), for messages.
+
+    A word cut inside a character (truncation) shows U+FFFD for the missing bytes."""
+    if piece.endswith(END_OF_WORD):
+        piece = piece[: -len(END_OF_WORD)]
+    dec = byte_decoder()
+    if not all(c in dec for c in piece):  # not in the BPE alphabet (e.g. the embedding marker): as is
+        return piece
+    return bytes(dec[c] for c in piece).decode("utf-8", errors="replace")
 
 
 def content_tokens(chunks: Sequence[Sequence], start_id: int, end_id: int) -> Iterator[tuple[int, object, float]]:
@@ -156,7 +182,8 @@ class PromptTokens:
         return found[occurrence - 1]
 
     def preview(self, limit: int = 24) -> str:
-        texts = [w.text for w in self.words()]
+        """The prompt's first words as text, quoted, for messages."""
+        texts = [piece_text(w.text) for w in self.words()]
         shown = " ".join(texts[:limit])
         return repr(shown + (" ..." if len(texts) > limit else ""))
 

@@ -6,7 +6,7 @@ import os
 
 import folder_paths
 
-from ..comfy_adapters.folders import RESIDUALS
+from ..comfy_adapters.folders import RESIDUALS, RESIDUALS_LABEL, not_in_folder, residual_file
 from ..guidance import conditioning_keys
 from ..guidance.prompt_tokens import PhraseNotFoundError, PromptTokens
 from ..guidance.residual_placement import (
@@ -67,14 +67,17 @@ class Cones2LoadResidual:
 
     @classmethod
     def IS_CHANGED(cls, residual_name, **_):
-        path = folder_paths.get_full_path(RESIDUALS, residual_name)
+        path = residual_file(residual_name)
         if path is None:
             return ""
         st = os.stat(path)
         return f"{st.st_mtime_ns}:{st.st_size}"
 
     def load(self, residual_name, phrase, occurrence, strength, bindings=None):
-        path = folder_paths.get_full_path_or_raise(RESIDUALS, residual_name)
+        # not folder_paths.get_full_path: it follows links out of the folder (and strips a leading '..')
+        path = residual_file(residual_name)
+        if path is None:
+            raise ValueError(node_message(self.NAME, not_in_folder("residual", residual_name, RESIDUALS_LABEL)))
         with named_errors(self.NAME, value=(ResidualFileError,)):
             residual = load_residual(path)
         return bind(self.NAME, residual_name, residual, phrase, occurrence, strength, bindings)

@@ -10,9 +10,11 @@ import comfy.utils
 
 from ..comfy_adapters.folders import (
     CHECKPOINT_SUBFOLDER,
-    checkpoint_dir,
+    CHECKPOINTS_LABEL,
+    checkpoint_file,
     checkpoint_names,
     new_checkpoint_path,
+    not_in_folder,
     residual_save_dir,
 )
 from ..comfy_adapters.loss_plot import loss_plot_image
@@ -21,7 +23,7 @@ from ..training.errors import TrainingError, TrainingInputError
 from ..training.file_names import slug
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
 from ..training.train_settings import TrainSettings, options
-from ..training.trainer import LOW_MEMORY_HINT, OutOfMemory, residual_training_info
+from ..training.trainer import EXTRACTION, LOW_MEMORY_HINT, PHOTOS, SETUP, OutOfMemory, residual_training_info
 from .node_errors import named_errors, node_message
 from .node_registry import register_nodes
 from .node_types import RESIDUAL
@@ -53,6 +55,9 @@ def setting_inputs(advanced: bool) -> dict:
         widget.update({k: getattr(s.option, k) for k in ("min", "max", "step") if getattr(s.option, k) is not None})
         inputs[s.name] = (WIDGET_TYPES[s.kind], {**widget, **WIDGET_EXTRAS.get(s.name, {}), "tooltip": tooltip})
     return inputs
+
+PHASE_NAMES = {PHOTOS: ("photos", "photos through the VAE"), SETUP: ("sentences", "setup (the original encoder's targets)"),
+               EXTRACTION: ("sentences", "Eq. 5 extraction (the residual)")}
 
 
 class Cones2TrainResidual:
@@ -96,8 +101,9 @@ class Cones2TrainResidual:
     @classmethod
     def VALIDATE_INPUTS(cls, resume_from=NO_RESUME):
         # the list of checkpoints changes while ComfyUI runs: check the file, not the list seen at startup
-        if resume_from not in (None, NO_RESUME) and not (checkpoint_dir() / resume_from).is_file():
-            return f"checkpoint {resume_from!r} is not in output/{CHECKPOINT_SUBFOLDER}"
+        # (this replaces ComfyUI's list check, so the name is resolved inside the folder here)
+        if resume_from not in (None, NO_RESUME) and checkpoint_file(resume_from) is None:
+            return not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL)
         return True
 
     def train(self, model, clip, vae, images, phrase, resume_from=NO_RESUME, **setting_values):
@@ -105,11 +111,21 @@ class Cones2TrainResidual:
             setting_values["seed"] = int(setting_values["seed"]) % (2**63)  # ComfyUI seeds go up to 2**64 - 1
         settings = TrainSettings.from_values(setting_values)
         photos = [] if images is None else list(images)
-        resume_path = None if resume_from in (None, "", NO_RESUME) else checkpoint_dir() / resume_from
+        resume_path = None
+        if resume_from not in (None, "", NO_RESUME):
+            resume_path = checkpoint_file(resume_from)
+            if resume_path is None:
+                raise ValueError(node_message(self.NAME, not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL)))
         checkpoint_path = resume_path or (new_checkpoint_path(phrase) if settings.checkpoint_every else None)
         pbar = comfy.utils.ProgressBar(settings.steps)
 
         def progress(done, total, last):
+            pbar.update_absolute(done, total)
+
+        def phase_progress(phase, done, total):  # the bar counts photos, then sentences, around the steps
+            if done == 0:
+                unit, name = PHASE_NAMES[phase]
+                log.info("Cones2TrainResidual: %s, encoding %d %s", name, total, unit)
             pbar.update_absolute(done, total)
 
         try:
@@ -117,7 +133,7 @@ class Cones2TrainResidual:
                 result = train_with_comfy(
                     model, clip, vae, photos, phrase, settings, progress=progress,
                     check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
-                    checkpoint_path=checkpoint_path, resume_path=resume_path)
+                    checkpoint_path=checkpoint_path, resume_path=resume_path, phase_progress=phase_progress)
         except OutOfMemory:
             raise RuntimeError(node_message(
                 self.NAME, f"out of memory while preparing training. {LOW_MEMORY_HINT}")) from None
@@ -161,7 +177,7 @@ class Cones2SaveResidual:
         name = filename.strip()
         if name.endswith(".safetensors"):
             name = name[: -len(".safetensors")]
-        if name and (os.sep in name or "/" in name or name.startswith(".")):
+        if name and (os.sep in name or "/" in name or "\\" in name or "\x00" in name or name.startswith(".")):
             raise ValueError(node_message(self.NAME, f"{filename!r} is not a plain file name; write e.g. 'my_dog'."))
         stem = slug(name or residual.subject or "subject")
         try:

@@ -6,7 +6,8 @@
 
 Needs a ComfyUI checkout (COMFYUI_PATH or --comfyui) and a Python that runs it. The residual
 is written into ComfyUI's models/cones2_residuals (or --output-dir / --output), never over an
-existing file. --official switches every default to the authors' train_cones2.py settings.
+existing file. Paths on this command line are the local user's own and are used as given;
+--resume and --checkpoint-file must name training checkpoints (``*.cones2-train.safetensors``). --official switches every default to the authors' train_cones2.py settings.
 
 Exit status: 0 done; 1 an error: line (bad input, NaN, out of memory); 2 a malformed command
 line; 130 interrupted.
@@ -113,6 +114,31 @@ def output_problem(args) -> str | None:
     return None
 
 
+def checkpoint_problem(args) -> str | None:
+    """Why --resume / --checkpoint-file cannot be used (checked before training), or None.
+
+    These are the local user's own paths, used as given; the checks only keep a typo from
+    reading or overwriting a file that is not a training checkpoint.
+    """
+    import_pack_core()
+    from cones2.training.errors import TrainingResumeError
+    from cones2.training.train_checkpoint import SUFFIX, peek_state
+
+    for option, path in (("--resume", args.resume), ("--checkpoint-file", args.checkpoint_file)):
+        if path is None:
+            continue
+        if not path.name.endswith(SUFFIX):
+            return f"{option} {path}: training checkpoints are named *{SUFFIX}"
+        if option == "--resume" and not path.is_file():
+            return f"--resume {path}: no such checkpoint file"
+        if path.exists():
+            try:
+                peek_state(path)
+            except TrainingResumeError as e:
+                return f"{option} {path}: not a usable checkpoint: {e}"
+    return None
+
+
 def write_residual(residual, *, output: Path | None, folder, stem: str, fallback_dirs=()) -> tuple[Path, list[str]]:
     """Save the trained residual and return (its path, warnings); a trained residual is never thrown away.
 
@@ -188,7 +214,7 @@ def load_photos(files: list[Path]):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problem = output_problem(args)
+    problem = output_problem(args) or checkpoint_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -241,10 +267,22 @@ def main(argv=None) -> int:
             print(f"step {done}/{total}  loss {last['loss']:.4f}  diffusion {last['diffusion']:.4f}  "
                   f"preservation {last['preservation']:.4g}  ({rate:.2f} steps/s)", file=sys.stderr)
 
+    phase_names = {"photos": ("encoding the photos", "photos"), "setup": ("setup: encoding the corpus", "sentences"),
+                   "extraction": ("Eq. 5: extracting the residual", "sentences")}
+    reported = {}
+
+    def phase_progress(phase, done, total):
+        tenth = done * 10 // max(1, total)
+        if reported.get(phase) != tenth:  # 0%, 10%, ... 100%
+            reported[phase] = tenth
+            name, unit = phase_names.get(phase, (phase, "items"))
+            print(f"{name}: {done}/{total} {unit}", file=sys.stderr)
+
     try:
         with training_mode():
             result = train_with_comfy(model, clip, vae, photos, args.phrase, settings, progress=progress,
-                                      checkpoint_path=checkpoint_path, resume_path=args.resume)
+                                      checkpoint_path=checkpoint_path, resume_path=args.resume,
+                                      phase_progress=phase_progress)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

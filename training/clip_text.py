@@ -13,6 +13,7 @@ under ``text_model.``), so ``clip_h.transformer.state_dict()`` loads directly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,6 +111,11 @@ class ClipTextEncoder(nn.Module):
         self.encoder = _Encoder(cfg)
         self.final_layer_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.gradient_checkpointing = False
+        self.between_layers: Callable[[], None] | None = None  # e.g. a cancel check, during long encodes
+
+    def _after_layer(self) -> None:
+        if self.between_layers is not None:
+            self.between_layers()
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -119,6 +125,7 @@ class ClipTextEncoder(nn.Module):
         x = self.embeddings(ids)
         for layer in self.layers[:start]:
             x = layer(x)
+            self._after_layer()
         return x
 
     def forward_from(self, hidden: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -128,6 +135,7 @@ class ClipTextEncoder(nn.Module):
                 x = checkpoint(layer, x, use_reentrant=False)
             else:
                 x = layer(x)
+            self._after_layer()
         return self.final_layer_norm(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,18 @@ def gather_subject_rows(encoded: torch.Tensor, prompts: PromptBatch) -> torch.Te
 
 @torch.no_grad()
 def encode_subject_rows(encode: Encode, prompts: PromptBatch, *, device=None, chunk: int = 64,
-                        between: Callable[[], None] | None = None) -> torch.Tensor:
-    """The subject rows ``[N, n_subject, D]`` (float32, on ``device``) of every prompt, encoded in chunks."""
+                        between: Callable[[], None] | None = None,
+                        encoded: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The subject rows ``[N, n_subject, D]`` (float32, on ``device``) of every prompt, encoded in chunks.
+
+    After each chunk: ``encoded(number of prompts in it)`` (progress), then ``between()`` (a cancel check)."""
     out = []
     for i in range(0, len(prompts), chunk):
         part = prompts.select(range(i, min(i + chunk, len(prompts))))
         enc = encode(part.ids.to(device))
         out.append(gather_subject_rows(enc, part).float())
+        if encoded:
+            encoded(len(part))
         if between:
             between()
     return torch.cat(out)

@@ -12,6 +12,7 @@ types a residual may have: the model folder lists them and ``load_residual`` rea
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,11 @@ EMBED_DIM = 1024
 BASE_MODEL = "sd2"
 MAX_TOKENS = 75  # one CLIP chunk holds at most 75 content tokens
 SUFFIXES = (".safetensors", ".pt")  # this pack's format, the authors' torch files
+# A residual row is the mean shift of a final-LayerNorm output row (norm ≈ √1024·|γ| ≈ 32 for SD2).
+# AdamW moves each weight by at most ≈ 3·lr a step whatever the gradient (the clip at 1.0 bounds the
+# gradient; Adam divides its scale away), so even the node's extremes (lr 1e-2, 100,000 steps) leave
+# rows under ~2·32·(1 + 3·lr·steps) ≈ 2e5: a larger row was not made by training. README: Residual files.
+MAX_ROW_NORM = 1e6
 
 
 class ResidualFileError(ValueError):
@@ -81,6 +87,13 @@ def check_residual_tensor(tensor, source: str) -> torch.Tensor:
         raise ResidualFileError(
             f"{source}: the residual holds {bad} NaN or infinite values, so it would ruin every image. "
             "Its training diverged: train again (a lower learning rate) or use an earlier checkpoint."
+        )
+    largest = float(tensor.norm(dim=1).max())
+    if not largest <= MAX_ROW_NORM:  # also catches a norm that overflows to inf
+        raise ResidualFileError(
+            f"{source}: a residual row has norm {largest:.3g}; training cannot make rows above {MAX_ROW_NORM:.0e} "
+            "(SD2's text rows themselves have norm ≈ 32), so it would ruin every image. "
+            "The file is damaged or not a Cones 2 residual: train the subject again or get the file again."
         )
     return tensor
 
@@ -164,6 +177,8 @@ def load_residual(path) -> Residual:
     name = path.name
     if not path.is_file():
         raise ResidualFileError(f"{name}: no such file ({path}).")
+    if path.suffix in SUFFIXES and path.stat().st_size == 0:
+        raise ResidualFileError(f"{name}: the file is empty (0 bytes), e.g. a failed download or copy. Get it again.")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     if path.suffix == ".pt":
@@ -179,16 +194,19 @@ def _load_safetensors(path: Path) -> Residual:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            keys = list(f.keys())
-            tensor = f.get_tensor("residual") if "residual" in keys else None
-    except Exception as e:  # safetensors raises several types for a corrupt header
-        raise ResidualFileError(f"{name}: not a readable safetensors file ({e}).") from None
-    fmt = meta.get("format")
-    if tensor is None or (fmt is not None and fmt != FORMAT_NAME):
-        what = f"format '{fmt}'" if fmt else f"tensors {keys[:4]}{'...' if len(keys) > 4 else ''}"
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+            fmt = meta.get("format")
+            tensor = f.get_tensor("residual") if "residual" in shapes and fmt in (None, FORMAT_NAME) else None
+    except Exception as e:  # safetensors raises several types for a corrupt or truncated file
         raise ResidualFileError(
-            f"{name}: not a Cones 2 residual (it has {what}; a residual has one tensor named 'residual' "
-            f"and format '{FORMAT_NAME}'). Put only residual files in models/cones2_residuals."
+            f"{name}: not a readable safetensors file ({_first_line(e)}); it may be truncated or damaged: "
+            "get it again, or train the subject again."
+        ) from None
+    if tensor is None:
+        raise ResidualFileError(
+            f"{name}: not a Cones 2 residual: {_describe_tensors(shapes, fmt)}. A residual holds one tensor named "
+            f"'residual' [n_tokens, {EMBED_DIM}] (format '{FORMAT_NAME}'). {_kind_hint(shapes)}"
+            "Put only residual files in models/cones2_residuals."
         )
     version = meta.get("format_version", str(FORMAT_VERSION))
     if not version.isdigit() or int(version) > FORMAT_VERSION:
@@ -213,9 +231,17 @@ def _load_torch(path: Path) -> Residual:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e).upper():
+            # weights_only met a class or function to import: loading it would run code
+            raise ResidualFileError(
+                f"{name}: refused to load. Only plain tensor files are read (weights_only=True never runs code "
+                f"from a file); this one is not ({_unpickler_error(e)})."
+            ) from None
+        # empty, truncated, or not a torch file at all (garbage reads as an unknown pickle opcode)
+        detail = _unpickler_error(e) if isinstance(e, pickle.UnpicklingError) else _first_line(e)
         raise ResidualFileError(
-            f"{name}: refused to load. Only plain tensor files are read (weights_only=True never runs code "
-            f"from a file); this one is not ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+            f"{name}: not a readable torch file ({detail}); it may be truncated or damaged, or not a .pt "
+            "file: get it again (a safetensors file must end in .safetensors)."
         ) from None
     if isinstance(obj, dict):
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -228,6 +254,49 @@ def _load_torch(path: Path) -> Residual:
                 f"{name}: holds {len(obj)} entries {list(obj)[:4]}; a residual .pt holds a single tensor."
             )
     return make_residual(obj, source=name)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _unpickler_error(e: BaseException) -> str:
+    """The reason in torch's long 'Weights only load failed' text: the GLOBAL it refused, else the unpickler's error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln:  # the class or function the file wanted to import
+            return ln[:200]
+    for i, ln in enumerate(lines):
+        if "WeightsUnpickler error" in ln:
+            rest = ln.split("WeightsUnpickler error:", 1)[-1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:200]
+    return _first_line(e)
+
+
+def _describe_tensors(shapes: dict[str, list[int]], fmt: str | None, shown: int = 4) -> str:
+    """What a safetensors file holds, for a message: its format and first few tensors with shapes."""
+    parts = [f"format '{fmt}'"] if fmt else []
+    if not shapes:
+        parts.append("no tensors")
+    else:
+        listed = ", ".join(f"'{k}' {v}" for k, v in list(shapes.items())[:shown])
+        more = f" and {len(shapes) - shown} more" if len(shapes) > shown else ""
+        parts.append(f"{len(shapes)} tensor(s): {listed}{more}")
+    return "it holds " + "; ".join(parts)
+
+
+def _kind_hint(shapes: dict[str, list[int]]) -> str:
+    """A guess at what the file is instead (a LoRA, an embedding, a whole model), or ''."""
+    keys = [k.lower() for k in shapes]
+    if any("lora" in k or k.endswith((".alpha", "lora_down.weight", "lora_up.weight")) for k in keys):
+        return "It looks like a LoRA: load it with a LoRA loader from models/loras. "
+    if any(k in ("emb_params", "string_to_param", "clip_h", "clip_l", "clip_g") or k.startswith("string_to_param")
+           for k in keys):
+        return "It looks like a textual-inversion embedding: put it in models/embeddings and write embedding:NAME. "
+    if len(keys) > 100:
+        return "It looks like a whole model (a checkpoint): put it in models/checkpoints. "
+    return ""
 
 
 def convert_to_safetensors(src, dst=None, *, subject: str | None = None, token_ids=None,

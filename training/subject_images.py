@@ -105,8 +105,11 @@ class LatentBank:
 @torch.no_grad()
 def build_latent_bank(images: Sequence[torch.Tensor], encode: EncodeImage, resolution: int, *,
                       flip: bool = False, random_crop: bool = True, max_aspect: float = 2.0,
-                      device=None, between: Callable[[], None] | None = None) -> LatentBank:
-    """Encode every photo once (and its mirror with ``flip``); see the module docstring."""
+                      device=None, between: Callable[[], None] | None = None,
+                      encoded: Callable[[int], None] | None = None) -> LatentBank:
+    """Encode every photo once (and its mirror with ``flip``); see the module docstring.
+
+    After each photo: ``encoded(1)`` (progress, in photos), then ``between()`` (a cancel check)."""
     if resolution % LATENT_SCALE or resolution < MIN_IMAGE_SIDE:
         raise ImageInputError(f"resolution {resolution} must be a multiple of {LATENT_SCALE}, at least {MIN_IMAGE_SIDE}.")
     check_images(images)
@@ -116,6 +119,8 @@ def build_latent_bank(images: Sequence[torch.Tensor], encode: EncodeImage, resol
         latents.append(encode(px)[0].float().to(device))
         if flip:
             mirrored.append(encode(torch.flip(px, dims=[2]))[0].float().to(device))
+        if encoded:
+            encoded(1)
         if between:
             between()
     return LatentBank(latents, mirrored, resolution // LATENT_SCALE, random_crop)

@@ -69,6 +69,8 @@ def _read(path, tensors: bool) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise TrainingResumeError(f"no checkpoint at {path}.")
+    if path.stat().st_size == 0:
+        raise TrainingResumeError(f"{path.name} is empty (0 bytes), not a checkpoint; start a new run.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -78,8 +80,14 @@ def _read(path, tensors: bool) -> tuple[dict, dict]:
     except TrainingResumeError:
         raise
     except Exception as e:
-        raise TrainingResumeError(f"{path.name}: not a readable checkpoint ({e}).") from None
-    if int(meta.get("format_version", "0")) > VERSION:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise TrainingResumeError(
+            f"{path.name}: not a readable checkpoint ({first}); it may be truncated or damaged. Resume from "
+            "another checkpoint or start a new run.") from None
+    version = meta.get("format_version", "0")
+    if not version.isdigit():
+        raise TrainingResumeError(f"{path.name}: damaged checkpoint (format_version {version!r}); start a new run.")
+    if int(version) > VERSION:
         raise TrainingResumeError(f"{path.name} was written by a newer version of the pack; update it.")
     return meta, data
 
@@ -87,13 +95,31 @@ def _read(path, tensors: bool) -> tuple[dict, dict]:
 def peek_state(path) -> TrainState:
     """The checkpoint's step, settings, fingerprints and losses, without reading its tensors."""
     meta, _ = _read(path, tensors=False)
-    return TrainState(step=int(meta["step"]), settings=json.loads(meta["settings"]),
-                      fingerprints=json.loads(meta["fingerprints"]), params={}, optimizer={},
-                      losses=json.loads(meta["losses"]))
+    try:
+        return TrainState(step=int(meta["step"]), settings=json.loads(meta["settings"]),
+                          fingerprints=json.loads(meta["fingerprints"]), params={}, optimizer={},
+                          losses=json.loads(meta["losses"]))
+    except (KeyError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise _damaged(path, e) from None
+
+
+def _damaged(path, e: Exception) -> TrainingResumeError:
+    return TrainingResumeError(
+        f"{Path(path).name}: damaged checkpoint metadata ({type(e).__name__}: {e}); resume from another "
+        "checkpoint or start a new run.")
 
 
 def load_state(path) -> TrainState:
     """Read a checkpoint written by ``save_state``; raise TrainingResumeError if it is not one."""
+    try:
+        return _load_state(path)
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, TrainingResumeError):
+            raise
+        raise _damaged(path, e) from None
+
+
+def _load_state(path) -> TrainState:
     meta, tensors = _read(path, tensors=True)
     params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
     state: dict[int, dict] = {}

@@ -62,6 +62,10 @@ from .train_settings import (  # noqa: F401  (re-exported: the options' one home
 )
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+PhaseProgress = Callable[[str, int, int], None]  # (phase, photos or sentences done, total)
+# before the steps: the photos through the VAE, then the original encoder's targets; Eq. 5 after them
+PHOTOS, SETUP, EXTRACTION = "photos", "setup", "extraction"
+ENCODE_CHUNK = 16  # sentences per batch when encoding a corpus: a progress report and cancel check after each
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 LOW_MEMORY_HINT = (
@@ -193,8 +197,33 @@ def build_prompts(tokenize: Tokenize, phrase: str, settings: TrainSettings, spec
     return phrase_ids, train_prompt, reg, residual_prompts
 
 
+class _Phase:
+    """Progress of a long encoding phase, in sentences, reported to ``report(phase, done, total)``."""
+
+    def __init__(self, name: str, total: int, report: PhaseProgress | None):
+        self.name, self.total, self.done, self.report = name, total, 0, report
+        if report:
+            report(name, 0, total)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.report:
+            self.report(self.name, self.done, self.total)
+
+
+@contextlib.contextmanager
+def _checked_layers(encoder: ClipTextEncoder, between):
+    """Call ``between`` (a cancel check) after every encoder layer: a cancel then lands within one layer."""
+    encoder.between_layers = between
+    try:
+        yield
+    finally:
+        encoder.between_layers = None
+
+
 @torch.no_grad()
-def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, device, between, chunk=64):
+def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, device, between, encoded=None,
+                   chunk=ENCODE_CHUNK):
     """(prefix hidden before layer ``start`` or None, final outputs), float32, for every row of ``ids``."""
     prefixes, outs = [], []
     for i in range(0, ids.shape[0], chunk):
@@ -203,6 +232,8 @@ def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, devi
         outs.append(encoder.forward_from(hidden, start))
         if start:
             prefixes.append(hidden)
+        if encoded:
+            encoded(part.shape[0])
         if between:
             between()
     return (torch.cat(prefixes) if start else None), torch.cat(outs)
@@ -213,20 +244,26 @@ def train_residual(*, encoder: ClipTextEncoder, tokenize: Tokenize, phrase: str,
                    settings: TrainSettings = TrainSettings(), special: SpecialTokens = SD2_SPECIAL,  # noqa: B008 (frozen)
                    device=None, progress: Callable[[int, int, dict], None] | None = None,
                    check_interrupt: Callable[[], None] | None = None,
-                   checkpoint_path=None, resume_path=None) -> TrainResult:
-    """Train one subject's residual; see the module docstring. Raises TrainingError subclasses with clear messages."""
+                   checkpoint_path=None, resume_path=None, phase_progress: PhaseProgress | None = None) -> TrainResult:
+    """Train one subject's residual; see the module docstring. Raises TrainingError subclasses with clear messages.
+
+    ``progress(step, steps, last losses)`` after each step; ``phase_progress(phase, done, total)`` while
+    the photos are encoded (``PHOTOS``, in photos), the corpus before the steps (``SETUP``) and for Eq. 5
+    after them (``EXTRACTION``), in sentences. ``check_interrupt()`` (raising to cancel) runs after each
+    photo, between steps and after every encoder layer of the corpus phases.
+    """
     try:
         return _train(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images, encode_image=encode_image,
                       denoiser=denoiser, alphas_cumprod=alphas_cumprod, prediction=prediction, settings=settings,
                       special=special, device=device, progress=progress, check_interrupt=check_interrupt,
-                      checkpoint_path=checkpoint_path, resume_path=resume_path)
+                      checkpoint_path=checkpoint_path, resume_path=resume_path, phase_progress=phase_progress)
     except OutOfMemory as e:
         first = str(e).splitlines()[0][:300] if str(e) else "out of memory"
         raise TrainingOutOfMemoryError(f"out of memory while training ({first}). {LOW_MEMORY_HINT}") from None
 
 
 def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_cumprod, prediction, settings,
-           special, device, progress, check_interrupt, checkpoint_path, resume_path) -> TrainResult:
+           special, device, progress, check_interrupt, checkpoint_path, resume_path, phase_progress) -> TrainResult:
     check_settings(settings)
     if prediction not in PREDICTIONS:
         raise TrainingInputError(f"prediction type {prediction!r} is not supported; Cones 2 trains eps or v models.")
@@ -247,7 +284,8 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
         check_resumable(peek_state(resume_path), binding, fingerprints, Path(resume_path).name)
 
     bank = build_latent_bank(images, encode_image, settings.resolution, flip=settings.flip,
-                             random_crop=settings.random_crop, device=device, between=between)
+                             random_crop=settings.random_crop, device=device, between=between,
+                             encoded=_Phase(PHOTOS, len(images), phase_progress))
     encoder.to(device)
     encoder.requires_grad_(False)
     encoder.eval()  # no dropout in CLIP; eval only fixes the mode
@@ -255,14 +293,19 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
     encoder.gradient_checkpointing = settings.gradient_checkpointing
 
     # Targets of the original encoder, computed once with the same code the steps use.
-    train_prefix, train_frozen = _encode_chunks(encoder, train_prompt.ids, start, device, between)
-    reg_prefix = reg_frozen = None
-    if reg is not None:
-        reg_prefix, reg_frozen = _encode_chunks(encoder, reg.ids, start, device, between)
-    if reg is not None and residual_prompts is reg:
-        residual_frozen = gather_subject_rows(reg_frozen, reg)
-    else:
-        residual_frozen = encode_subject_rows(encoder, residual_prompts, device=device, between=between)
+    shared = reg is not None and residual_prompts is reg
+    setup = _Phase(SETUP, len(train_prompt) + (len(reg) if reg is not None else 0)
+                   + (0 if shared else len(residual_prompts)), phase_progress)
+    with _checked_layers(encoder, check_interrupt):
+        train_prefix, train_frozen = _encode_chunks(encoder, train_prompt.ids, start, device, between, setup)
+        reg_prefix = reg_frozen = None
+        if reg is not None:
+            reg_prefix, reg_frozen = _encode_chunks(encoder, reg.ids, start, device, between, setup)
+        if shared:
+            residual_frozen = gather_subject_rows(reg_frozen, reg)
+        else:
+            residual_frozen = encode_subject_rows(encoder, residual_prompts, device=device, between=between,
+                                                  encoded=setup, chunk=ENCODE_CHUNK)
 
     params = encoder.trainable_parameters(settings.train_layers)
     for p in params:
@@ -367,7 +410,10 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
     seconds = time.perf_counter() - t_start
 
     between()
-    tuned_rows = encode_subject_rows(encoder, residual_prompts, device=device, between=between)
+    extraction = _Phase(EXTRACTION, len(residual_prompts), phase_progress)
+    with _checked_layers(encoder, check_interrupt):
+        tuned_rows = encode_subject_rows(encoder, residual_prompts, device=device, between=between,
+                                         encoded=extraction, chunk=ENCODE_CHUNK)
     residual = residual_from_rows(tuned_rows, residual_frozen).cpu()
     if not torch.isfinite(residual).all():
         raise _diverged(settings.steps - 1, float("nan"), float("nan"), last_checkpoint)

@@ -50,6 +50,9 @@ def test_the_script_trains_and_writes_a_residual_with_its_settings(photos, tmp_p
     assert len(json.loads((tmp_path / "loss.json").read_text())["loss"]) == 2
     assert Image.open(tmp_path / "loss.png").size == (640, 360)
     assert "step 2/2" in proc.stderr
+    # the long phases around the steps report progress too, in order
+    setup = proc.stderr.index("setup: encoding the corpus: 0/")
+    assert setup < proc.stderr.index("step 2/2") < proc.stderr.index("Eq. 5: extracting the residual: 0/")
 
 
 def test_the_script_reports_bad_input_and_exits_nonzero(photos, tmp_path):

@@ -26,7 +26,7 @@ def photos(n=3, h=64, w=80, seed=0):
 
 
 class ProgressLog:
-    """comfy.utils' global progress hook, recording (value, total); optionally interrupts at a step."""
+    """comfy.utils' global progress hook, recording (value, total); optionally interrupts at one (value, total)."""
 
     def __init__(self, interrupt_at=None):
         self.values, self.interrupt_at = [], interrupt_at
@@ -42,7 +42,7 @@ class ProgressLog:
         import comfy.model_management
 
         self.values.append((value, total))
-        if self.interrupt_at is not None and value == self.interrupt_at:
+        if self.interrupt_at is not None and (value, total) == self.interrupt_at:
             comfy.model_management.interrupt_current_processing(True)  # what the Cancel button does
 
     def __exit__(self, *exc):
@@ -135,7 +135,10 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     plot = trained["plot"]
     assert plot.shape == (1, 360, 640, 3) and 0 <= float(plot.min()) and float(plot.max()) <= 1
     assert (plot < 0.99).any()  # something is drawn
-    assert trained["progress"] == [(1, 2), (2, 2)]
+    # the bar fills for the 3 photos, the setup (the prompt + 1 corpus sentence), the 2 steps, the Eq. 5
+    # extraction (1 sentence)
+    assert trained["progress"] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 2), (1, 2), (2, 2), (1, 2), (2, 2), (0, 1),
+                                   (1, 1)]
 
 
 def test_comfyui_clip_and_unet_are_unchanged_by_training(trained):
@@ -192,14 +195,30 @@ def test_cancel_stops_within_one_step_and_leaves_no_partial_file(host, sd2):
     model, clip, vae = sd2
     tn = pack_module(host, "comfy_adapters.folders")
     before = set(tn.checkpoint_names())
-    with ProgressLog(interrupt_at=1) as progress, pytest.raises(comfy.model_management.InterruptProcessingException):
+    with ProgressLog(interrupt_at=(1, 20)) as progress, \
+            pytest.raises(comfy.model_management.InterruptProcessingException):
         train(host, model, clip, vae, phrase="robot toy", steps=20, checkpoint_every=1)
-    assert progress.values == [(1, 20)]  # step 2 never ran
+    assert progress.values[7:] == [(1, 20)]  # after the photos' and the setup's reports; step 2 never ran
     new = set(tn.checkpoint_names()) - before
     assert len(new) == 1
     state = pack_module(host, "training.train_checkpoint").load_state(tn.checkpoint_dir() / new.pop())
     assert state.step == 1
     assert not [p for p in tn.checkpoint_dir().iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_cancel_during_the_setup_stops_it_and_writes_nothing(host, sd2):
+    import comfy.model_management
+
+    model, clip, vae = sd2
+    folders = pack_module(host, "comfy_adapters.folders")
+    before = set(folders.checkpoint_names())
+    with ProgressLog(interrupt_at=(1, 41)) as progress, \
+            pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(host, model, clip, vae, phrase="teddy bear", steps=20, checkpoint_every=1, corpus_size=40)
+    # the photos, the prompt, then the cancel: no corpus chunk, no step
+    assert progress.values == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 41), (1, 41)]
+    assert set(folders.checkpoint_names()) == before
+    assert not [p for p in folders.checkpoint_dir().iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("images, message", [

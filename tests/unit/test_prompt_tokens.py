@@ -1,8 +1,18 @@
 """Phrase lookup over ComfyUI-shaped token chunks, without a tokenizer."""
 
+import unicodedata
+
 import pytest
 import torch
-from cones2.guidance.prompt_tokens import PhraseNotFoundError, PromptTokens, content_tokens, phrase_words
+from cones2.guidance.prompt_tokens import (
+    PhraseNotFoundError,
+    PromptTokens,
+    byte_encoder,
+    content_tokens,
+    normalize_text,
+    phrase_words,
+    piece_text,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +23,8 @@ PIECES = {
     "and": ["and</w>"], "robot": ["robot</w>"], "toy": ["toy</w>"], "on": ["on</w>"],
     "the": ["the</w>"], "beach": ["beach</w>"], ",": [",</w>"], ".": [".</w>"],
     "sunglasses": ["sun", "glasses</w>"], "mug": ["mug</w>"],
+    # byte-level BPE pieces as SD2's tokenizer gives them for 'café' (NFC) and '🐶'
+    "café": ["cafÃ©</w>"], "🐶": ["ðŁĲ¶</w>"], "über": ["Ã¼", "ber</w>"],
 }
 VOCAB = {p: i + 100 for i, p in enumerate(sorted({p for ps in PIECES.values() for p in ps}))}
 INV = {i: p for p, i in VOCAB.items()}
@@ -147,3 +159,45 @@ def test_the_json_form_round_trips_any_token_map(pieces, length):
 def test_text_that_is_not_a_token_map_is_refused(text):
     with pytest.raises(ValueError, match="not a Cones 2 token map"):
         PromptTokens.from_json(text)
+
+
+# --- Unicode: phrases normalised as CLIP normalises the prompt; messages show the typed text --------
+
+
+def test_a_decomposed_phrase_matches_the_composed_prompt_word():
+    t = tokens_for(["a", "café", "and", "a", "🐶", "über"])
+    nfd = unicodedata.normalize("NFD", "Café")
+    assert nfd != "Café" and len(nfd) == 5
+    assert t.occurrence(nfd) == t.occurrence("café") == (2,)
+    assert t.occurrence("🐶") == (5,)
+    assert t.occurrence(unicodedata.normalize("NFD", "ÜBER")) == (6, 7)  # a two-piece word
+
+
+def test_messages_list_the_prompt_words_as_typed_not_in_the_bpe_alphabet():
+    t = tokens_for(["a", "café", "and", "a", "🐶", "über"])
+    with pytest.raises(PhraseNotFoundError) as e:
+        t.occurrence("cat")
+    assert "(prompt words: 'a café and a 🐶 über')" in str(e.value)
+    assert "Ã" not in str(e.value) and "ðŁ" not in str(e.value)
+
+
+def test_piece_text_decodes_pieces_and_marks_a_cut_character():
+    assert piece_text("cafÃ©</w>") == "café" and piece_text("ðŁĲ¶</w>") == "🐶" and piece_text("dog") == "dog"
+    assert piece_text("ðŁĲ") == "\ufffd"  # three of the emoji's four bytes: a word cut by truncation
+    assert piece_text("<embedding></w>") == "<embedding>"
+
+
+@given(st.text(max_size=40))
+def test_a_phrase_and_its_nfd_or_nfc_form_split_alike(text):
+    for form in ("NFD", "NFC"):
+        assert phrase_words(unicodedata.normalize(form, text)) == phrase_words(text)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20))
+def test_piece_text_inverts_the_byte_alphabet(word):
+    enc = byte_encoder()
+    assert piece_text("".join(enc[b] for b in word.encode("utf-8")) + "</w>") == word
+
+
+def test_normalize_text_is_nfc_whitespace_and_lowercase():
+    assert normalize_text(" A\u0301  Dog\t\nÉ ") == "á dog é"

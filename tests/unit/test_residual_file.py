@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,101 @@ def test_convert_command_turns_official_pt_into_safetensors(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "768 wide" in bad.stderr
     assert not (tmp_path / "sd15.safetensors").exists()
+
+
+# --- hostile and careless files: each refused with a message naming the file ----------------------
+
+
+def _valid_bytes(kind: str) -> bytes:
+    import io
+
+    if kind == ".safetensors":
+        return rf.residual_to_bytes(residual(2))
+    buf = io.BytesIO()
+    torch.save(torch.randn(2, 1024), buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("suffix", rf.SUFFIXES)
+def test_an_empty_file_is_named_and_called_empty(tmp_path, suffix):
+    (tmp_path / f"empty{suffix}").write_bytes(b"")
+    with pytest.raises(rf.ResidualFileError, match=rf"^empty{suffix}: the file is empty \(0 bytes\).*Get it again"):
+        rf.load_residual(tmp_path / f"empty{suffix}")
+
+
+@pytest.mark.parametrize("suffix", rf.SUFFIXES)
+@given(cut=st.floats(0.0, 0.999))
+@settings(max_examples=15, deadline=None)
+def test_a_truncated_file_is_named_and_called_damaged(tmp_path_factory, suffix, cut):
+    data = _valid_bytes(suffix)
+    path = tmp_path_factory.mktemp("cut") / f"cut{suffix}"
+    path.write_bytes(data[: max(1, int(len(data) * cut))])
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(path)
+    msg = str(e.value)
+    assert msg.startswith(f"cut{suffix}: not a readable ")
+    assert "truncated or damaged" in msg and "IndexError" not in msg
+
+
+@pytest.mark.parametrize("suffix, other", [(".pt", ".safetensors"), (".safetensors", ".pt")])
+def test_a_file_of_the_other_type_is_named(tmp_path, suffix, other):
+    (tmp_path / f"renamed{suffix}").write_bytes(_valid_bytes(other))
+    with pytest.raises(rf.ResidualFileError, match=rf"renamed{suffix}: not a readable (torch|safetensors) file"):
+        rf.load_residual(tmp_path / f"renamed{suffix}")
+
+
+@pytest.mark.parametrize("obj, what", [([torch.zeros(1024)], "holds a list, not a tensor"),
+                                       (3, "holds a int, not a tensor"), ("text", "holds a str, not a tensor"),
+                                       ({"a": 1}, "holds 1 entries"), (torch.zeros(1, 1024, dtype=torch.int32),
+                                                                       "dtype torch.int32")])
+def test_a_pt_of_the_wrong_type_is_named(tmp_path, obj, what):
+    torch.save(obj, tmp_path / "wrong.pt")
+    with pytest.raises(rf.ResidualFileError, match=f"^wrong.pt: .*{re.escape(what)}"):
+        rf.load_residual(tmp_path / "wrong.pt")
+
+
+@pytest.mark.parametrize("tensors, listed, hint", [
+    ({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 320),
+      "lora_unet_down_blocks_0.lora_up.weight": torch.zeros(320, 4), "lora_unet_down_blocks_0.alpha": torch.ones(()),
+      "lora_te_x.lora_down.weight": torch.zeros(4, 1024), "lora_te_x.lora_up.weight": torch.zeros(1024, 4)},
+     "5 tensor(s): 'lora_te_x.lora_down.weight' [4, 1024], 'lora_te_x.lora_up.weight' [1024, 4], "
+     "'lora_unet_down_blocks_0.alpha' [], 'lora_unet_down_blocks_0.lora_down.weight' [4, 320] and 1 more",
+     "It looks like a LoRA"),
+    ({"emb_params": torch.zeros(2, 1024)}, "1 tensor(s): 'emb_params' [2, 1024]",
+     "It looks like a textual-inversion embedding"),
+    ({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, "2 tensor(s): 'clip_g' [1, 1280], 'clip_l' [1, 768]",
+     "It looks like a textual-inversion embedding"),
+    ({"delta": torch.zeros(1, 1024)}, "1 tensor(s): 'delta' [1, 1024]", ""),
+    ({}, "no tensors", ""),
+])
+def test_a_safetensors_without_a_residual_lists_what_it_holds(tmp_path, tensors, listed, hint):
+    save_file(tensors, str(tmp_path / "other.safetensors"))
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(tmp_path / "other.safetensors")
+    msg = str(e.value)
+    assert msg.startswith(f"other.safetensors: not a Cones 2 residual: it holds {listed}. A residual holds one "
+                          "tensor named 'residual' [n_tokens, 1024]"), msg
+    assert hint in msg and msg.endswith("Put only residual files in models/cones2_residuals.")
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e7, 3.4e38])
+@pytest.mark.parametrize("suffix", rf.SUFFIXES)
+def test_a_row_norm_no_training_can_make_is_refused(tmp_path, scale, suffix):
+    t = torch.zeros(2, 1024)
+    t[1, :4] = scale
+    path = tmp_path / f"huge{suffix}"
+    save_file({"residual": t}, str(path)) if suffix == ".safetensors" else torch.save(t, path)
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(path)
+    msg = str(e.value)
+    assert msg.startswith(f"huge{suffix}: a residual row has norm ")
+    assert "training cannot make rows above 1e+06" in msg and "train the subject again or get the file again" in msg
+    norm = msg.split("norm ")[1].split(";")[0]
+    assert norm == "inf" or float(norm) == pytest.approx(2 * scale, rel=1e-2)
+
+
+@given(scale=st.floats(0.0, rf.MAX_ROW_NORM / 40), n=st.integers(1, 4))
+@settings(max_examples=20, deadline=None)
+def test_rows_up_to_the_bound_load(scale, n):
+    t = torch.randn(n, 1024, generator=torch.Generator().manual_seed(n)) * scale
+    assert torch.equal(rf.make_residual(t).tensor, t)

@@ -64,3 +64,36 @@ def test_an_unwritable_folder_falls_back_to_the_next_one(tmp_path):
 def test_a_free_output_is_written_as_named(tmp_path):
     path, warnings = script.write_residual(residual(), output=tmp_path / "rex.safetensors", folder=None, stem="dog")
     assert path == tmp_path / "rex.safetensors" and warnings == []
+
+
+# --resume / --checkpoint-file: the local user's own paths, used as given, but only training checkpoints
+
+
+def test_resume_must_name_an_existing_training_checkpoint(tmp_path, capsys):
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    (tmp_path / "fake.cones2-train.safetensors").write_text("root:x:0:0\n")
+    (tmp_path / "empty.cones2-train.safetensors").write_bytes(b"")
+    cases = {
+        tmp_path / "passwd": "training checkpoints are named *.cones2-train.safetensors",
+        tmp_path / "missing.cones2-train.safetensors": "no such checkpoint file",
+        tmp_path / "fake.cones2-train.safetensors": "fake.cones2-train.safetensors: not a readable checkpoint",
+        tmp_path / "empty.cones2-train.safetensors": "empty.cones2-train.safetensors is empty (0 bytes)",
+    }
+    for path, message in cases.items():
+        assert script.main(args(tmp_path, "--resume", path)) == 1
+        err = capsys.readouterr().err
+        assert f"error: --resume {path}: " in err and message in err, err
+        assert "ComfyUI checkout" not in err  # refused before ComfyUI starts
+    assert (tmp_path / "passwd").read_text() == "root:x:0:0\n"
+
+
+def test_checkpoint_file_must_be_a_checkpoint_name_and_never_clobbers_another_file(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    taken = tmp_path / "taken.cones2-train.safetensors"
+    taken.write_text("mine")
+    for path, message in ((notes, "training checkpoints are named"), (taken, "not a usable checkpoint: taken.cones2-train.safetensors: not a readable")):
+        assert script.main(args(tmp_path, "--checkpoint-every", 1, "--checkpoint-file", path)) == 1
+        err = capsys.readouterr().err
+        assert f"error: --checkpoint-file {path}: {message}" in err, err
+    assert notes.read_text() == "mine" and taken.read_text() == "mine"

@@ -133,8 +133,8 @@ def test_a_zero_preservation_weight_skips_the_corpus_sentences_entirely():
     enc.forward_from = recording
     s = quick(steps=4, preservation="paper", preservation_weight=0.0, residual_from="templates")
     res = run(s, encoder=enc)
-    # the training prompt's target, 27 templates before and after; each step encodes the prompt alone
-    assert batches == [1, 27, 1, 1, 1, 1, 27]
+    # the training prompt's target, 27 templates before and after (in chunks of 16); each step the prompt alone
+    assert batches == [1, 16, 11, 1, 1, 1, 1, 16, 11]
     assert res.losses["preservation"] == [0.0] * 4
     unregularized = run(quick(steps=4, preservation="none", residual_from="templates"))
     assert res.losses["loss"] == unregularized.losses["loss"]
@@ -316,3 +316,70 @@ def test_huge_seeds_are_fine_and_draws_depend_on_seed_and_step_only():
     # every photo once per epoch, as a shuffled data loader
     seen = [i for step in range(6) for i in image_indices(0, step, 1, 3)]
     assert sorted(seen[:3]) == [0, 1, 2] and sorted(seen[3:]) == [0, 1, 2]
+
+
+# --- progress and cancel in the long phases around the steps (setup and Eq. 5 extraction) -------------
+
+
+class PhaseLog:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, phase, done, total):
+        self.calls.append((phase, done, total))
+
+    def of(self, phase):
+        return [(d, t) for p, d, t in self.calls if p == phase]
+
+
+@pytest.mark.parametrize("settings, setup_total, extraction_total", [
+    (quick(corpus_size=40), 1 + 40, 40),  # paper: the prompt + the corpus (shared by Eq. 3 and Eq. 5)
+    (quick(corpus_size=40, residual_from="templates"), 1 + 40 + 27, 27),  # + the authors' 27 templates
+    (quick(corpus_size=40, preservation="none"), 1 + 40, 40),  # Eq. 5 over the corpus, no Eq. 3
+    (quick(preservation="official", residual_from="templates"), 1 + 27, 27),
+])
+def test_photos_setup_and_extraction_report_progress(settings, setup_total, extraction_total):
+    log, steps = PhaseLog(), []
+    run(settings, phase_progress=log, progress=lambda done, total, last: steps.append(done))
+    setup, extraction = log.of("setup"), log.of("extraction")
+    assert setup[0] == (0, setup_total) and setup[-1] == (setup_total, setup_total)
+    assert extraction[0] == (0, extraction_total) and extraction[-1] == (extraction_total, extraction_total)
+    for seq in (setup, extraction):
+        done = [d for d, _ in seq]
+        assert done == sorted(done) and all(0 < b - a <= 16 for a, b in zip(done, done[1:], strict=False))  # a chunk at a time
+    n = len(tt.photos())
+    assert log.of("photos") == [(k, n) for k in range(n + 1)]  # one report per photo
+    phases = [p for p, _, _ in log.calls]  # photos, setup, (the steps), extraction
+    assert phases == ["photos"] * (n + 1) + ["setup"] * len(setup) + ["extraction"] * len(extraction)
+    assert steps == list(range(1, settings.steps + 1))
+
+
+def test_an_interrupt_during_setup_stops_it_and_writes_nothing(tmp_path):
+    class Cancel(Exception):
+        pass
+
+    log, den, checks = PhaseLog(), tt.TinyDenoiser(), []
+    encoder = tt.tiny_encoder()
+
+    def check():
+        checks.append(len(log.calls))
+        if log.of("setup") and log.of("setup")[-1][0] >= 17:  # the Cancel button, after the second chunk
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        run(quick(corpus_size=40, checkpoint_every=1), encoder=encoder, denoiser=den, check_interrupt=check,
+            phase_progress=log, checkpoint_path=tmp_path / "run.cones2-train.safetensors")
+    assert log.of("setup")[-1] == (17, 41)  # the prompt + 16, then the next chunk's first layer stopped
+    assert len(log.of("setup")) == 3 and not log.of("extraction")
+    assert den.calls == 0 and list(tmp_path.iterdir()) == []  # no step ran, nothing was written
+    assert encoder.between_layers is None
+
+
+def test_cancel_checks_run_after_every_encoder_layer_in_both_phases():
+    encoder, log, counts = tt.tiny_encoder(), PhaseLog(), []
+    run(quick(steps=2, corpus_size=20, preservation_weight=0.0), encoder=encoder, phase_progress=log,
+        check_interrupt=lambda: counts.append(len(log.calls)))
+    layers = len(encoder.layers)
+    # setup: the prompt (1 chunk) + 20 corpus sentences for Eq. 5 (2 chunks); extraction: 2 chunks
+    assert len(counts) >= (3 + 2) * layers
+    assert encoder.between_layers is None  # steps run without the per-layer check
