@@ -138,6 +138,8 @@ PACK_PRODUCERS = {  # a pack socket type -> the pack node giving it, with inputs
     "CONES2_LAYOUT": ("Cones2LayoutBoxes", {"width": 64, "height": 64, "boxes": "dog: 0 0 32 32"}),
     "CONES2_BINDINGS": ("Cones2LoadResidual", {"residual_name": "dog.safetensors"}),
     "CONES2_RESIDUAL": ("Cones2TrainResidual", {"phrase": "dog"}),
+    "CONES2_SUBJECT_PHOTOS": ("Cones2SubjectPhoto", {"image": ["image", 0], "mask": ["mask", 0]}),
+    "CONES2_SUBJECT_REFERENCES": ("Cones2SubjectReference", {"images": ["image", 0]}),
 }
 
 
