@@ -44,7 +44,7 @@ except ImportError:
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SEED_INPUTS = ("seed", "noise_seed")
+SEED_INPUTS = ("seed", "noise_seed", "sampler_seed")  # sampler_seed: Cones2PickBest reports it
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
 # Inputs the --prompt search walks through, upstream of 'positive'/'negative'.
 CONDITIONING_INPUT = re.compile(r"^(conditioning.*|cond.*|positive|negative)$")
@@ -574,6 +574,13 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
                     target = _free_name(out_dir / Path(item["filename"]).name)
                     target.write_bytes(data)
                     files.append(target)
+            elif key == "text" and isinstance(items, list) and all(isinstance(i, str) for i in items):
+                others.append(f"{describe(api, node_id) if node_id in api else 'node ' + node_id}:\n" + "\n".join(items))
+            elif key.startswith("cones2_"):  # the pack's JSON reports (scores, picks): kept whole, as a file
+                target = _free_name(out_dir / f"node{node_id}_{key.removeprefix('cones2_')}.json")
+                target.write_text(json.dumps(items[0] if isinstance(items, list) and len(items) == 1 else items,
+                                             indent=1))
+                files.append(target)
             else:
                 others.append(f"{describe(api, node_id) if node_id in api else 'node ' + node_id} {key}: "
                               f"{json.dumps(items)[:500]}")

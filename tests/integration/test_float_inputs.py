@@ -6,7 +6,7 @@ import math
 import sys
 
 import pytest
-from cones2_test_support.host import load_host, skip_reason
+from cones2.devtools.comfy_host import load_host, skip_reason
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from cones2_test_support.host import load_core_extras
+from cones2.devtools.comfy_host import load_core_extras
 from PIL import Image
 
 SIZE = 64  # an 8x8 latent: fast on the CPU

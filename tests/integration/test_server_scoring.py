@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 from cones2.devtools.tiny_encoders import clip_vision_checkpoint
+from cones2.devtools.tiny_sd2 import tiny_sd2_checkpoint
 from cones2_test_support.scripts import WORKFLOWS
-from cones2_test_support.tiny_sd2 import tiny_sd2_checkpoint
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -104,3 +104,27 @@ def test_a_missing_dinov2_folder_is_refused_with_where_to_put_it(server):
     assert status == 400
     errors = body["node_errors"]["4"]["errors"]
     assert "no DINOv2 folder 'dinov2-base'" in errors[0]["details"] and "models/dinov2/<name>/" in errors[0]["details"]
+
+
+def test_the_headless_runner_prints_the_score_table_and_saves_the_reports(server, tmp_path):
+    import subprocess
+    import sys
+
+    from cones2_test_support.scripts import SCRIPTS
+
+    server, api = server
+    by_class = {node["class_type"]: node_id for node_id, node in api.items()}
+    latent, sampler = by_class["EmptyLatentImage"], by_class["KSampler"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "run_workflow.py"), str(WORKFLOWS / "api" / f"{NAME}.json"),
+         "--server", server.url, "--seed", "5", "-o", str(tmp_path),
+         "--set", f"{latent}.width=64", "--set", f"{latent}.height=64", "--set", f"{latent}.batch_size=3",
+         "--set", f"{sampler}.steps=2"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "subjects: dog (2 photos), flower (2 photos)" in proc.stderr  # the table, in full
+    picks = json.loads((tmp_path / f"node{by_class['Cones2PickBest']}_picks.json").read_text())
+    assert [p["seed"] for p in picks["picks"]] == [5, 5]  # --seed reached Pick Best's sampler_seed too
+    scores = json.loads((tmp_path / f"node{by_class['Cones2ScoreSubjects']}_scores.json").read_text())
+    assert len(scores["images"]) == 3 and scores["subjects"] == ["dog", "flower"]
+    saved = [line for line in proc.stdout.splitlines() if line.endswith(".png")]
+    assert len(saved) == 2 + 3  # the best 2, and one heat-map per image
