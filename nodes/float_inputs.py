@@ -99,7 +99,8 @@ class _ValidateFloatInputs:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         return inspect.Signature([inspect.Parameter(n, kind, default=None) for n in names])
 
-    def __call__(self, **values):
+    def __call__(self, *args, **values):
+        values.update(zip(list(self.__signature__.parameters)[: len(args)], args, strict=True))  # ComfyUI passes keywords
         problems = [p for name, spec in self.specs.items() if (p := float_problem(name, values.get(name), spec))]
         if problems:
             return node_message(self.cls.NAME, " ".join(problems))

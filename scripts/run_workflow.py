@@ -467,11 +467,19 @@ def format_node_errors(body: dict, api: dict) -> str:
         lines.append("error: the server refused the workflow")
     for node_id, info in node_errors.items():
         where = describe(api, node_id) if node_id in api else f"node {node_id} ({info.get('class_type', '?')})"
+        seen = set()
         for e in info.get("errors", []):
             extra = e.get("extra_info") or {}
             name = extra.get("input_name")
             msg = e.get("message", "")
             details = e.get("details", "")
+            if e.get("type") == "custom_validation_failed" and name and details.startswith(f"{name} - "):
+                # ComfyUI repeats a node's VALIDATE_INPUTS answer once per input it reads: say it once
+                if details in seen or (details := details[len(name) + 3:]) in seen:
+                    continue
+                seen.add(details)
+                lines.append(f"  {where}: {details}")
+                continue
             if name and details.startswith(f"{name}: "):
                 details = details[len(name) + 2:]
             elif name and details.startswith(f"{name}, "):  # "x, received_type(A) mismatch input_type(B)"

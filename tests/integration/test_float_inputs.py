@@ -104,7 +104,7 @@ def test_every_pack_node_validates_exactly_its_float_inputs(host, check):
 def test_a_class_keeps_its_own_validation_after_the_float_check(host):
     train = host.node("Cones2TrainResidual")
     assert "resume_from" in __import__("inspect").getfullargspec(train.VALIDATE_INPUTS).args
-    assert "is not in output/cones2_training" in train.VALIDATE_INPUTS(learning_rate=1e-6, resume_from="gone.x")
+    assert "is not a file in output/cones2_training" in train.VALIDATE_INPUTS(learning_rate=1e-6, resume_from="gone.x")
     assert train.VALIDATE_INPUTS(learning_rate=float("nan"), resume_from="gone.x").startswith(
         "Cones2TrainResidual: learning_rate is NaN")
     assert train.VALIDATE_INPUTS(learning_rate=1e-6, preservation_weight=0.0, resume_from="none") is True

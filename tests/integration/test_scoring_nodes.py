@@ -187,7 +187,7 @@ def test_a_reference_mask_cuts_the_photo_to_the_subject(host, clip_vision):
 def test_a_dinov2_from_load_clip_vision_scores_as_dino_and_gives_no_clip_t(host, sd2, tmp_path):
     """Core Load CLIP Vision also loads DINOv2 files: its scores are DINO ones, and CLIP-T is refused (no text tower)."""
     import comfy.clip_vision
-    from cones2_test_support.tiny_checkpoints import randomize
+    from cones2.devtools.tiny_checkpoints import randomize
 
     config = json.loads((host.path / "comfy" / "image_encoders" / "dino2_large.json").read_text())
     config.update(hidden_size=384, num_hidden_layers=2, num_attention_heads=6)  # ComfyUI's DINOv2 class, small

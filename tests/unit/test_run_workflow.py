@@ -226,6 +226,19 @@ def test_node_errors_are_printed_per_node_and_input():
         "error: Cannot execute because node Foo does not exist.: Node ID '#3'")
 
 
+def test_a_custom_validation_answer_repeated_per_input_is_printed_once():
+    text = "Cones2LayoutGuidedSampler: weight is NaN (not a number); set it to a number from 0 to 1 (default 0.08)."
+    body = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            "node_errors": {"12": {"class_type": "Cones2LayoutGuidedSampler", "errors": [
+                {"type": "custom_validation_failed", "message": "Custom validation failed for node",
+                 "details": f"{name} - {text}", "extra_info": {"input_name": name}}
+                for name in ("weight", "suppression", "start_percent", "end_percent", "denoise", "cfg")]}}}
+    assert rw.format_node_errors(body, graph()).splitlines() == [
+        "error: Prompt outputs failed validation",
+        f"  node 12 (Cones2LayoutGuidedSampler, 'Cones2 Layout Guided Sampler'): {text}",
+    ]
+
+
 def test_execution_errors_name_the_node():
     msg = {"prompt_id": "p", "node_id": "8", "node_type": "Cones2ApplyResidual",
            "exception_type": "builtins.ValueError",
