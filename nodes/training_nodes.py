@@ -103,7 +103,7 @@ class Cones2TrainResidual:
         # the list of checkpoints changes while ComfyUI runs: check the file, not the list seen at startup
         # (this replaces ComfyUI's list check, so the name is resolved inside the folder here)
         if resume_from not in (None, NO_RESUME) and checkpoint_file(resume_from) is None:
-            return not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL)
+            return node_message(cls.NAME, not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL))
         return True
 
     def train(self, model, clip, vae, images, phrase, resume_from=NO_RESUME, **setting_values):
