@@ -7,7 +7,7 @@
         --prompt "a dog and a cat on the grass" --seed 0-3 -o out/
 
 The workflow is in API format: a file of workflows/api/, or what ComfyUI's Workflow > Export
-(API) writes. Standard library only; with ``websocket-client`` installed (``pip install
+(API) writes. Needs ``requests``; with ``websocket-client`` installed too (``pip install requests
 websocket-client``, the pack's ``headless`` extra) it shows each node and sampler step as the
 server reports them, else it follows the run through /history. Exit status: 0 done; 1 the
 server refused the graph or a node failed; 2 bad command line, unreadable workflow, or no
@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import http.client
 import json
 import os
 import re
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    import requests
+except ImportError:
+    sys.exit("error: the runner needs requests: pip install requests websocket-client (the pack's 'headless' extra)")
 try:
     import websocket  # websocket-client: live progress (optional; ComfyUI's script_examples use it too)
 except ImportError:
@@ -67,69 +68,50 @@ class RunFailed(Exception):
 # --- HTTP ---------------------------------------------------------------------------------
 
 class Client:
-    """The ComfyUI HTTP API at ``url`` (what the frontend uses)."""
+    """The ComfyUI HTTP API at ``url`` (what the frontend uses), through ``requests``."""
 
     def __init__(self, url: str, client_id: str | None = None, timeout: float = 30):
         self.url = url.rstrip("/")
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout
+        self.session = requests.Session()
 
-    def _open(self, req: urllib.request.Request | str):
+    def request(self, method: str, route: str, **kwargs) -> requests.Response:
         try:
-            return urllib.request.urlopen(req, timeout=self.timeout)
-        except urllib.error.HTTPError:
-            raise
-        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ServerUnreachable(f"no ComfyUI server answers at {self.url} ({reason}); start ComfyUI "
+            return self.session.request(method, self.url + route, timeout=self.timeout, **kwargs)
+        except requests.RequestException as e:
+            raise ServerUnreachable(f"no ComfyUI server answers at {self.url} ({type(e).__name__}); start ComfyUI "
                                     "(python main.py) or pass --server URL") from None
 
     def get(self, route: str) -> bytes:
-        with self._open(self.url + route) as r:
-            return r.read()
+        r = self.request("GET", route)
+        r.raise_for_status()
+        return r.content
 
     def get_json(self, route: str) -> Any:
         return json.loads(self.get(route))
 
     def post_json(self, route: str, payload: Any) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + route, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+        r = self.request("POST", route, json=payload)
         try:
-            with self._open(req) as r:
-                body = r.read()
-                return r.status, json.loads(body) if body else {}
-        except urllib.error.HTTPError as e:
-            body = e.read()
-            try:
-                return e.code, json.loads(body) if body else {}
-            except json.JSONDecodeError:
-                return e.code, {"error": {"message": body.decode(errors="replace")[:2000]}}
+            return r.status_code, r.json() if r.content else {}
+        except ValueError:
+            return r.status_code, {"error": {"message": r.text[:2000]}}
 
     def check(self) -> None:
         """Raise ServerUnreachable unless a ComfyUI answers."""
         try:
             self.get_json("/system_stats")
-        except (urllib.error.HTTPError, json.JSONDecodeError):
+        except (requests.HTTPError, ValueError):
             raise ServerUnreachable(f"{self.url} answers, but not as ComfyUI (no /system_stats)") from None
 
     def upload_image(self, path: Path) -> str:
-        """Upload a local image to the server's input folder; return the name LoadImage takes.
-
-        The standard library has no multipart/form-data encoder; this one form (a file and
-        ``type=input``) is written out here rather than adding a dependency for it.
-        """
-        boundary = uuid.uuid4().hex
-        body = b"".join([
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ninput\r\n".encode(),
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n".encode(), path.read_bytes(), f"\r\n--{boundary}--\r\n".encode()])
-        req = urllib.request.Request(self.url + "/upload/image", data=body,
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        try:
-            with self._open(req) as r:
-                info = json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            raise RunFailed(f"the server refused the upload of {path} (HTTP {e.code})") from None
+        """Upload a local image to the server's input folder; return the name LoadImage takes."""
+        with path.open("rb") as f:
+            r = self.request("POST", "/upload/image", files={"image": (path.name, f)}, data={"type": "input"})
+        if not r.ok:
+            raise RunFailed(f"the server refused the upload of {path} (HTTP {r.status_code})")
+        info = r.json()
         return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
     def websocket(self):
@@ -716,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             cancel(client, prompt_id)
             print(f"\ncancelled prompt {prompt_id} on the server", file=sys.stderr)
         return 130
-    except (http.client.HTTPException, urllib.error.HTTPError) as e:
+    except requests.RequestException as e:
         print(f"error: unexpected answer from {args.server}: {e}", file=sys.stderr)
         return EXIT_FAILED
 
