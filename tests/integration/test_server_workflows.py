@@ -55,7 +55,8 @@ def server(comfy_server):
             if node["class_type"] == "LoadImageSetFromFolderNode" and inputs["folder"] != "cones2_subject":
                 folder = comfy_server.base / "input" / inputs["folder"]  # reference photos (scoring)
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (48, 64), (90, 30, 200)).save(folder / "photo.png")
+                # photo_0.png: test_server_scoring writes photo_0/photo_1 into the same folder of this server
+                Image.new("RGB", (48, 64), (90, 30, 200)).save(folder / "photo_0.png")
             if node["class_type"] == "Cones2LoadResidual":
                 path = base / "cones2_residuals" / inputs["residual_name"]
                 if not path.exists():
@@ -170,7 +171,7 @@ def test_each_api_workflow_runs_headless_through_the_runner(name, server, tmp_pa
     assert wf.diff_api(png_prompt(saved[0]), expected) == []  # the server ran exactly the workflow
     assert f"[{len(api)}/{len(api)}]" in result.stderr and "step 2/2" in result.stderr  # progress was shown
     if "Cones2TrainResidual" in classes:
-        assert "Cones2SaveResidual, 'Save to models/cones2_residuals') text: [\"my_dog" in result.stderr
+        assert "Cones2SaveResidual, 'Save to models/cones2_residuals'):\nmy_dog" in result.stderr  # its text, whole
         assert Image.open(saved[0]).size == (640, 360)  # the loss curve
     else:
         assert Image.open(saved[0]).size == Image.open(previews[0]).size == (64, 64)
