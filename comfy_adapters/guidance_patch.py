@@ -18,6 +18,8 @@ as ``latent_shapes``).
 
 from __future__ import annotations
 
+import functools
+
 import comfy.ldm.modules.attention as attention
 import comfy.patcher_extension
 from comfy.ldm.modules.attention import SpatialTransformer
@@ -56,15 +58,17 @@ def masked_attention():
     return attention.attention_pytorch
 
 
-def host_attention(q, k, v, mask, extra_options):
+def host_attention(q, k, v, mask, extra_options, masked=None):
     """The host's attention on projected q/k/v: the very call CrossAttention.forward makes when
-    ``mask`` is None (so unguided rows come out bit for bit the same), its masked attention else."""
+    ``mask`` is None (so unguided rows come out bit for bit the same), its masked attention else
+    (``masked``: ``masked_attention()`` resolved once by the caller; looked up here if not given)."""
     heads = extra_options["n_heads"]
     precision = extra_options.get("attn_precision")
     if mask is None:
         return attention.optimized_attention(q, k, v, heads, attn_precision=precision,
                                              transformer_options=extra_options)
-    return masked_attention()(q, k, v, heads, mask, attn_precision=precision, transformer_options=extra_options)
+    return (masked or masked_attention())(q, k, v, heads, mask, attn_precision=precision,
+                                          transformer_options=extra_options)
 
 
 class GuidedAttn2:
@@ -140,7 +144,7 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
         _check_positive(guider, node)
         # σ bounds from the model as sampled (a later ModelSampling node may have changed its σ range)
         run = GuidanceRun(layout, settings, step_range(guider.model_patcher, start_percent, end_percent), node,
-                          attend=host_attention,
+                          attend=functools.partial(host_attention, masked=masked_attention()),  # once per run
                           positive=lambda: guider.conds.get("positive"))  # the entries as sampling holds them
         run.check_latent(int(noise.shape[-2]), int(noise.shape[-1]))
         run.bind()
