@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import struct
 import sys
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 from . import workflow_specs
 from .node_schemas import ordered_inputs
+from .placeholder_images import PHOTOS, png_bytes
 from .workflow_builder import Graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,23 +99,6 @@ IMAGES = {
 }
 
 
-def png_bytes(width: int, height: int, background, regions) -> bytes:
-    """An RGB PNG of flat rectangles (no anti-aliasing), written with zlib alone."""
-    rows = []
-    for y in range(height):
-        row = bytearray(bytes(background) * width)
-        for colour, (x0, y0, x1, y1) in regions:
-            if y0 <= y < y1:
-                row[3 * x0:3 * x1] = bytes(colour) * (x1 - x0)
-        rows.append(b"\x00" + bytes(row))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
-
-
 # --- writing ------------------------------------------------------------------------------
 
 def dumps(data) -> str:
@@ -130,8 +112,6 @@ def outputs_for(graph: Graph, schemas: dict) -> dict[Path, bytes]:
 
 
 def image_outputs() -> dict[Path, bytes]:
-    from .workflow_spec_init_latent import PHOTOS
-
     return {**{IMAGES_DIR / name: png_bytes(*spec) for name, spec in IMAGES.items()},
             **{IMAGES_DIR / name: make() for name, make in PHOTOS.items()}}
 

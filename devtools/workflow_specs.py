@@ -333,6 +333,61 @@ gives CLIP-T too. For MuDI's DINO variant, add Cones2 Load DINOv2 (a DINOv2 fold
     return g
 
 
-from .workflow_spec_init_latent import init_latent_from_photos  # noqa: E402  (its own module: photos too)
+@workflow
+def init_latent_from_photos() -> Graph:
+    """(f) MuDI's initial noise: the subjects' photos, cut out and placed in their boxes, start the sampling."""
+    g = Graph("init_latent_from_photos")
+    g.note(f"""\
+## Start from the subjects' photos (MuDI's initial noise)
 
-workflow(init_latent_from_photos)
+Each subject's photo is cut out by its mask, fitted into its box and VAE-encoded; sampling then
+starts from noise whose mean is that composite (MuDI, Eq. 3) instead of pure noise. It helps
+every subject appear, where its box is, looking like its photo. `gamma` sets how strongly
+(higher: closer to the photos, less variety; 0: plain noise). Sample at full denoise.
+
+`dog_photo.png` and `flower_photo.png` (in `workflows/images/`) are placeholder cut-outs with a
+transparent background: Load Image's mask of such a PNG marks the background, hence
+`mask_is = background`. For your own photo, paint the subject in Load Image's mask editor and
+set `mask_is = subject` (or take the mask from a segmentation node).
+
+Headless, from the pack folder: `{RUNNER} workflows/api/init_latent_from_photos.json
+--residual dog=my_dog.safetensors --residual flower=my_flower.safetensors
+--image "Photo of the dog=my_dog.png" --image "Photo of the flower=my_flower.png"`""",
+           col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+
+    dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
+                 phrase="dog", occurrence=1)
+    flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
+                    phrase="flower", occurrence=1, bindings=dog[0])
+    g.group("Subjects", [dog, flower])
+    pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
+                 text="a photo of a dog and a flower in the garden")
+    neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
+                   boxes="dog: 16 160 240 320\nflower: 288 224 208 256")
+    g.group("Prompt and layout", [pos, neg, boxes])
+
+    dog_photo = g.node("LoadImage", col=1, title="Photo of the dog", image="dog_photo.png")
+    dog_subject = g.node("Cones2SubjectPhoto", col=1, title="Dog photo -> subject 'dog'", image=dog_photo[0],
+                         mask=dog_photo[1], phrase="dog", occurrence=1, mask_is="background")
+    flower_photo = g.node("LoadImage", col=1, title="Photo of the flower", image="flower_photo.png")
+    flower_subject = g.node("Cones2SubjectPhoto", col=1, title="Flower photo -> subject 'flower'",
+                            image=flower_photo[0], mask=flower_photo[1], phrase="flower", occurrence=1,
+                            mask_is="background", subject_photos=dog_subject[0])
+    g.group("Subject photos", [dog_photo, dog_subject, flower_photo, flower_subject])
+
+    latent = g.node("EmptyLatentImage", col=3, width=512, height=512, batch_size=1)
+    init = g.node("Cones2LayoutInitLatent", col=3, layout=boxes[0], subject_photos=flower_subject[0], vae=model[2],
+                  gamma=1.0, latent=latent[0], model=model[0])
+    guided = g.node("Cones2LayoutGuidance", col=3, model=model[0], layout=boxes[0])
+    sample = g.node("KSampler", col=3, model=guided[0], positive=pos[0], negative=neg[0], latent_image=init[0],
+                    seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal", denoise=1.0)
+    g.group("Sample", [latent, init, guided, sample])
+
+    decode = g.node("VAEDecode", col=4, samples=sample[0], vae=model[2])
+    save = g.node("SaveImage", col=4, images=decode[0], filename_prefix="cones2/init_latent")
+    composite = g.node("PreviewImage", col=4, title="The composite (what the mean is made of)", images=init[1])
+    shift = g.node("PreviewImage", col=4, title="The mean shift, decoded", images=init[2])
+    g.group("Result", [decode, save, composite, shift])
+    return g
