@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from cones2_test_support.float_noise import squared_error_bound
 from cones2.devtools.comfy_host import load_core_extras
 from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
 
@@ -131,7 +132,9 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     assert "checkpoint" not in t and "model_checkpoint" not in t  # the node does not know the model's file
     loss = trained["loss"]
     assert set(loss) >= {"loss"} and len(loss["loss"]) == 2 and all(math.isfinite(v) for v in loss["loss"])
-    assert loss["preservation"][0] == 0.0  # step 1 starts from the original encoder
+    # step 1 starts from the original encoder; the targets were encoded in a batch of another shape, so
+    # only kernel noise remains: 1 sentence x 77 rows x 1024 final-LayerNorm values of size ~1
+    assert loss["preservation"][0] <= squared_error_bound(77 * 1024)
     plot = trained["plot"]
     assert plot.shape == (1, 360, 640, 3) and 0 <= float(plot.min()) and float(plot.max()) <= 1
     assert (plot < 0.99).any()  # something is drawn

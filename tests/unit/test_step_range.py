@@ -21,6 +21,9 @@ def test_bad_percent_ranges_are_refused(start, end):
         check_percents(start, end)
 
 
-def test_good_percent_ranges_pass():
-    check_percents(0.0, 1.0)
-    check_percents(0.2, 0.6)
+@pytest.mark.parametrize("start,end", [(0.0, 1.0), (0.2, 0.6), (0.0, math.ulp(0.0))])
+def test_a_range_is_refused_exactly_where_it_leaves_0_to_1_or_empties(start, end):
+    assert check_percents(start, end) is None
+    for bad in ((start, start), (end, start), (-math.ulp(0.0), end), (start, 1.0 + math.ulp(1.0))):
+        with pytest.raises(ValueError, match="start_percent"):
+            check_percents(*bad)

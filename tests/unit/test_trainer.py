@@ -26,6 +26,7 @@ from cones2.training.trainer import (
     train_residual,
 )
 from cones2_test_support import tiny_text as tt
+from cones2_test_support.float_noise import norm_bound
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,7 +119,9 @@ def test_official_mode_uses_the_bare_prompt_and_the_27_templates():
     res = run(quick(steps=4, preservation="official", residual_from="templates", training_prompt="{}"))
     assert res.metadata["training_prompt"] == "dog" and res.metadata["residual_sentences"] == 27
     assert res.metadata["preservation"] == "official" and res.metadata["preservation_weight"] is None
-    assert res.losses["preservation"][0] == 0.0 and res.losses["preservation"][-1] > 0
+    # step 1 starts from the original encoder: only the batch shape differs from the targets' (kernel noise)
+    first, *_, last = res.losses["preservation"]
+    assert first <= norm_bound(77 * 32) and last > 1e3 * norm_bound(77 * 32)
 
 
 def test_a_zero_preservation_weight_skips_the_corpus_sentences_entirely():
