@@ -1,0 +1,58 @@
+"""The UNet families Cones 2 runs on, and what each one's text conditioning looks like.
+
+A residual is added to the rows that the UNet's cross-attention reads, so its width is the
+family's conditioning width. The facts here are the one home of those widths, the family
+names residual files record, and the text encoders each family concatenates; the host
+adapter (``comfy_adapters/model_families.py``) decides which family a MODEL or CLIP is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ModelFamilyError(ValueError):
+    """A model of a kind Cones 2 cannot use, or a residual of another family; the message names both."""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    key: str  # recorded as a residual file's base_model
+    label: str  # for messages and docs
+    width: int  # conditioning row width: what the UNet's cross-attention reads, and a residual's width
+    encoders: tuple[str, ...]  # ComfyUI's tokenizer keys, in the order their rows are concatenated
+    encoder_names: str
+    resolution: int  # the family's native training resolution (the training default)
+    checkpoint: str  # the usual checkpoint file name, for workflows and docs
+
+
+SD1 = ModelFamily("sd1", "SD1.x", 768, ("l",), "CLIP-L", 512, "v1-5-pruned-emaonly.safetensors")
+SD2 = ModelFamily("sd2", "SD2.x", 1024, ("h",), "OpenCLIP-H", 768, "v2-1_768-ema-pruned.safetensors")
+SDXL = ModelFamily("sdxl", "SDXL", 2048, ("l", "g"), "CLIP-L + OpenCLIP bigG", 1024, "sd_xl_base_1.0.safetensors")
+FAMILIES = {f.key: f for f in (SD1, SD2, SDXL)}
+REFERENCE = SD2  # the family of the paper and of the authors' .pt files
+
+
+def family_named(key: str) -> ModelFamily:
+    """The family recorded as ``key`` in a residual file; ModelFamilyError for an unknown one."""
+    family = FAMILIES.get(key)
+    if family is None:
+        known = ", ".join(f"{f.key} ({f.label})" for f in FAMILIES.values())
+        raise ModelFamilyError(f"unknown model family {key!r}; this pack knows {known}")
+    return family
+
+
+def family_of_width(width: int) -> ModelFamily | None:
+    """The family whose conditioning rows are ``width`` wide, or None."""
+    return next((f for f in FAMILIES.values() if f.width == width), None)
+
+
+def check_same_family(residual: ModelFamily, model: ModelFamily, what: str) -> None:
+    """Raise ModelFamilyError unless a residual of ``residual``'s family can be used with ``model``'s."""
+    if residual != model:
+        raise ModelFamilyError(
+            f"{what} is an {residual.label} residual ({residual.width} wide, trained with {residual.encoder_names}) "
+            f"but the model is {model.label} ({model.width} wide, {model.encoder_names}). Residuals do not carry "
+            f"over between families: train this subject again on an {model.label} checkpoint, or use an "
+            f"{residual.label} checkpoint."
+        )
