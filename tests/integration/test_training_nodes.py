@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
-from cones2_test_support.float_noise import squared_error_bound
 from cones2.devtools.comfy_host import load_core_extras
 from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
+from cones2_test_support.float_noise import squared_error_bound
 
 SMALL = dict(learning_rate=1e-4, batch_size=1, resolution=64, preservation_weight=1e-3, seed=3,
              corpus_size=1, sentences_per_step=1, train_layers=1, gradient_checkpointing=False)
