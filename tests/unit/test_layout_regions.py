@@ -89,7 +89,7 @@ def test_regions_that_do_not_overlap_never_share_a_cell(width, height, data, h, 
     fallbacks = torch.tensor([not bool((c > 0.5).any()) for c in _coverages(layout, h, w)])
     assert bool((masks.flatten(1).sum(dim=1) > 0).all())  # every region keeps at least one cell
     # regions of majority-covered cells are disjoint; only a tiny region's best cell (fallback) may be shared
-    assert int(masks[~fallbacks].sum(dim=0).max(initial=0)) <= 1
+    assert int(masks[~fallbacks].sum(dim=0).max()) <= 1
 
 
 def _coverages(layout, h, w):

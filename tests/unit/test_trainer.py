@@ -121,7 +121,7 @@ def test_official_mode_uses_the_bare_prompt_and_the_27_templates():
     assert res.metadata["preservation"] == "official" and res.metadata["preservation_weight"] is None
     # step 1 starts from the original encoder: only the batch shape differs from the targets' (kernel noise)
     first, *_, last = res.losses["preservation"]
-    assert first <= norm_bound(77 * 32) and last > 1e3 * norm_bound(77 * 32)
+    assert first <= norm_bound(77 * 32) and last > 10 * norm_bound(77 * 32)  # a real change stands well clear of it
 
 
 def test_a_zero_preservation_weight_skips_the_corpus_sentences_entirely():
