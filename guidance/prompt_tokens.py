@@ -30,6 +30,9 @@ _CLIP_WORDS = regex.compile(
 )
 
 
+_WHITESPACE = regex.compile(r"\s+")
+
+
 class PhraseNotFoundError(ValueError):
     """A phrase, or the requested occurrence of it, is not in the prompt."""
 
@@ -59,7 +62,9 @@ def normalize_text(text: str) -> str:
     space, lowercase. (ComfyUI's SDTokenizer wraps transformers' CLIPTokenizer, whose normalizer is
     NFC + ``\\s+`` -> ' ' + Lowercase; without ftfy the older slow tokenizer's BasicTokenizer also
     applies NFC and lowercases.) So a decomposed ``café`` (NFD, as macOS keyboards type it) matches."""
-    return " ".join(unicodedata.normalize("NFC", text).split()).lower()
+    # Unicode White_Space (the regex module's and the tokenizer's \s), not str.split()'s wider set, which
+    # also takes the control characters U+001C-U+001F that CLIP keeps as tokens
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip(" ").lower()
 
 
 def phrase_words(phrase: str) -> tuple[str, ...]:

@@ -9,10 +9,12 @@ from cones2.guidance.prompt_tokens import (
     PromptTokens,
     byte_encoder,
     content_tokens,
+    group_words,
     normalize_text,
     phrase_words,
     piece_text,
 )
+from cones2_test_support.tiny_text import tiny_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,31 +119,34 @@ def test_phrase_words_split_like_clip():
     assert phrase_words("dog's toy") == ("dog", "'s", "toy")
     assert phrase_words("42 cats") == ("4", "2", "cats")
     assert phrase_words("café") == ("cafÃ©",)  # UTF-8 bytes in the byte-level BPE alphabet, as pieces are
+    # U+001F is whitespace to str.split() but a token to CLIP (not Unicode White_Space)
+    assert phrase_words("dog\x1fcat") == ("dog", "ğ", "cat")
+
+
+PHRASES = (("dog",), ("robot", "toy"), ("a", "dog"), ("sunglasses",), ("café",), ("dog", "dog"))
 
 
 @settings(max_examples=200, deadline=None)
-@given(words=st.lists(st.sampled_from(sorted(PIECES)), min_size=1, max_size=120),
-       phrase=st.lists(st.sampled_from(["a", "dog", "toy", "robot", "hotdog", "sunglasses", ","]),
-                       min_size=1, max_size=2))
-def test_find_matches_a_direct_scan(words, phrase):
-    t = tokens_for(words)
-    # expected rows by the chunk arithmetic: content token k sits at chunk k//75, slot 1 + k%75
-    k = 0
-    word_rows = []
-    for w in words:
-        rows = []
-        for _ in PIECES[w]:
-            rows.append((k // 75) * 77 + 1 + k % 75)
-            k += 1
-        word_rows.append(tuple(rows))
-    expected, i = [], 0
-    while i + len(phrase) <= len(words):
-        if words[i:i + len(phrase)] == phrase:
-            expected.append(tuple(r for wr in word_rows[i:i + len(phrase)] for r in wr))
-            i += len(phrase)
-        else:
-            i += 1
-    assert t.find(" ".join(phrase)) == expected
+@given(data=st.data(), phrase=st.sampled_from(PHRASES), copies=st.integers(0, 4))
+def test_find_returns_the_rows_of_every_planted_copy(data, phrase, copies):
+    """Copies of the phrase planted among words that share none of its words (nor a piece of them): find
+    gives exactly the planted copies, at the rows where their pieces were put, across chunk borders too."""
+    fillers = sorted(w for w in PIECES if w not in phrase and not set(PIECES[w]) & {p for w in phrase for p in PIECES[w]})
+    gaps = data.draw(st.lists(st.lists(st.sampled_from(fillers), max_size=40), min_size=copies + 1, max_size=copies + 1))
+    words, planted, k = [], [], 0  # k: content tokens so far; token k sits in chunk k // 75 at slot 1 + k % 75
+    for i, gap in enumerate(gaps):
+        for w in gap:
+            words.append(w)
+            k += len(PIECES[w])
+        if i < copies:
+            rows = []
+            for w in phrase:
+                words.append(w)
+                for _ in PIECES[w]:
+                    rows.append((k // 75) * 77 + 1 + k % 75)
+                    k += 1
+            planted.append(tuple(rows))
+    assert tokens_for(words).find(" ".join(phrase)) == planted
 
 
 # --- the token map as it is stored in conditioning (JSON text) ---------------------------------
@@ -187,10 +192,19 @@ def test_piece_text_decodes_pieces_and_marks_a_cut_character():
     assert piece_text("<embedding></w>") == "<embedding>"
 
 
-@given(st.text(max_size=40))
-def test_a_phrase_and_its_nfd_or_nfc_form_split_alike(text):
+@settings(max_examples=150, deadline=None)
+# unassigned code points (Cn) are left out: the regex module and the tokenizers library ship different
+# Unicode versions, and a code point one of them has not assigned yet is a letter to the other
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cn")), max_size=40))
+def test_phrase_words_split_as_transformers_clip_tokenizer_does_in_nfd_and_nfc(text):
+    """The oracle is the CLIPTokenizer class ComfyUI's tokenizer wraps (over a vocabulary of single bytes, so
+    each word comes back as its bytes with '</w>' on the last one): its normalisation, its word split."""
+    tokenizer = tiny_tokenizer()
     for form in ("NFD", "NFC"):
-        assert phrase_words(unicodedata.normalize(form, text)) == phrase_words(text)
+        typed = unicodedata.normalize(form, text)
+        pieces = tokenizer.tokenize(typed)
+        words = tuple(w.text for w in group_words(range(len(pieces)), pieces))
+        assert phrase_words(typed) == words
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20))
