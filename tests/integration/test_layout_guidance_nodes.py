@@ -10,6 +10,9 @@ import sys
 import pytest
 import torch
 from cones2.devtools.comfy_host import load_core_extras
+from cones2.guidance.attention_bias import SuppressionScope
+from cones2_test_support.guidance_oracle import official_attention as official_attention_of_one
+from cones2_test_support.guidance_oracle import oracle_bias
 
 OFFICIAL = "outside own region (official)"
 PAPER = "other subjects' regions (paper)"
@@ -99,24 +102,11 @@ def mass_inside(probe, layout, subject_rows, guided: bool):
 
 
 def official_attention(call, layout, subject_rows, weight=0.08, suppression=-1e8):
-    """The official formula for a guided call's rows, from its q, k, v alone (float64):
-    ``softmax((S + η·M)·d^-½)·V``, ``η = w·log(1 + σ²)·std(S)``, M with γ− outside each region."""
-    q, k, v, heads = call["q"].double(), call["k"].double(), call["v"].double(), call["heads"]
-    b, n, c = q.shape
-    d = c // heads
-    qh, kh, vh = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-    s = qh @ kh.transpose(-1, -2)
+    """The oracle for a recorded guided call's rows (float64), each image's std over its prompt's 77 tokens."""
     h, w = call["shape"][-2:]
-    regions = layout.region_masks(h, w).flatten(1)
-    m = torch.zeros(n, 77, dtype=torch.float64)
-    for subject, rows in zip(layout.subjects, subject_rows, strict=True):
-        i = layout.subjects.index(subject)
-        m[:, list(rows)] = torch.where(regions[i], subject.gamma, suppression).double()[:, None]
-    m = m.repeat(1, k.shape[1] // 77)
-    std = s[..., :77].reshape(b, -1).std(dim=1)
-    eta = weight * torch.log1p(torch.tensor(call["sigma"], dtype=torch.float64) ** 2) * std
-    p = ((s + eta[:, None, None, None] * m) * d**-0.5).softmax(-1)
-    return (p @ vh).transpose(1, 2).reshape(b, n, c)
+    m = oracle_bias(layout, subject_rows, h, w, 77, suppression, SuppressionScope.OUTSIDE_OWN_REGION)
+    return torch.stack([official_attention_of_one(q, k, v, call["heads"], m, call["sigma"], weight, std_tokens=77)
+                        for q, k, v in zip(call["q"], call["k"], call["v"], strict=True)])
 
 
 @pytest.fixture(scope="module")

@@ -9,31 +9,12 @@ from cones2.guidance.attention_bias import (
     subject_maps,
 )
 from cones2.guidance.layout import Box, Layout, LayoutSubject
+from cones2_test_support.guidance_oracle import oracle_bias
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 OFFICIAL = SuppressionScope.OUTSIDE_OWN_REGION
 PAPER = SuppressionScope.OTHER_SUBJECTS
-
-
-def naive_bias(layout, rows, h, w, length, suppression, scope):
-    """M[y*w + x, t] written out cell by cell and token by token."""
-    regions = layout.region_masks(h, w)
-    m = torch.zeros(h * w, length)
-    for s, subject in enumerate(layout.subjects):
-        for t in rows[s]:
-            for y in range(h):
-                for x in range(w):
-                    if regions[s, y, x]:
-                        value = subject.gamma
-                    elif scope is OFFICIAL:
-                        value = suppression
-                    elif any(regions[o, y, x] for o in range(len(layout.subjects)) if o != s):
-                        value = suppression
-                    else:
-                        value = 0.0
-                    m[y * w + x, t] = value
-    return m
 
 
 def two_subjects(gamma2=2.5):
@@ -54,7 +35,7 @@ def test_bias_matches_the_direct_formula_at_any_grid(scope, h, w):
     layout = two_subjects(gamma2=3.0)
     rows = [(2,), (5, 6)]
     got = build(layout, rows, h, w, 77, -1e8, scope)
-    assert torch.equal(got, naive_bias(layout, rows, h, w, 77, -1e8, scope))
+    assert torch.equal(got, oracle_bias(layout, rows, h, w, 77, -1e8, scope))
 
 
 def test_official_scope_suppresses_the_background_and_paper_scope_does_not():
@@ -125,7 +106,7 @@ def test_bias_matches_the_direct_formula_for_random_layouts(h, w, x, y, bw, bh, 
                               LayoutSubject("b", box=Box(100 - bw, 64 - bh, bw, bh))))
     scope = PAPER if paper else OFFICIAL
     rows = [(1, 2), (4,)]
-    assert torch.equal(build(layout, rows, h, w, 77, neg, scope), naive_bias(layout, rows, h, w, 77, neg, scope))
+    assert torch.equal(build(layout, rows, h, w, 77, neg, scope), oracle_bias(layout, rows, h, w, 77, neg, scope))
 
 
 def test_the_mask_floor_is_finite_in_every_float_type():

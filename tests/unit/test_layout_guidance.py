@@ -17,6 +17,7 @@ from cones2.guidance.layout_guidance import (
 from cones2.guidance.prompt_tokens import PromptTokens
 from cones2.guidance.step_range import StepRange
 from cones2.guidance.strength import SigmaSchedule
+from cones2_test_support.guidance_oracle import official_attention, oracle_bias
 
 HEADS, D = 2, 8
 C = HEADS * D
@@ -39,34 +40,9 @@ def attend(q, k, v, mask, extra_options=None):
     return (s.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, C).to(q.dtype)
 
 
-def direct_bias(layout, rows, h, w, length, suppression, scope):
-    regions = layout.region_masks(h, w).flatten(1)
-    m = torch.zeros(h * w, length)
-    for s, subject in enumerate(layout.subjects):
-        for t in rows[s]:
-            for p in range(h * w):
-                others = any(regions[o, p] for o in range(len(layout.subjects)) if o != s)
-                if regions[s, p]:
-                    m[p, t] = subject.gamma
-                elif scope is SuppressionScope.OUTSIDE_OWN_REGION or others:
-                    m[p, t] = suppression
-    return m
-
-
 def official(q, k, v, m, sigma, weight, schedule=SigmaSchedule.OFFICIAL):
-    """layout_guidance.py + attention_control.py for one image: softmax((S + w·M·log(1+σ²)·std(S))·scale)·V.
-
-    The other schedules drop a factor: ``LOG_SIGMA`` the std, ``CONSTANT`` the σ term.
-    """
-    qh = q.double().view(-1, HEADS, D).transpose(0, 1)
-    kh = k.double().view(-1, HEADS, D).transpose(0, 1)
-    vh = v.double().view(-1, HEADS, D).transpose(0, 1)
-    s = qh @ kh.transpose(-1, -2)
-    sigma_term = 1.0 if schedule is SigmaSchedule.CONSTANT else math.log(1 + sigma**2)
-    std_term = 1.0 if schedule is SigmaSchedule.LOG_SIGMA else s.std()
-    bias = weight * m.double() * sigma_term * std_term
-    p = ((s + bias) * D**-0.5).softmax(-1)
-    return (p @ vh).transpose(0, 1).reshape(-1, C)
+    """The oracle for one image with this file's heads; std over every logit."""
+    return official_attention(q, k, v, HEADS, m, sigma, weight, schedule)
 
 
 LAYOUT = Layout(48, 32, (LayoutSubject("dog", 1, box=Box(0, 0, 24, 32)),
@@ -135,7 +111,7 @@ def test_positive_rows_follow_the_official_formula_and_negative_rows_are_untouch
     out = run.attention(q, k, v, options([1, 0], [nu, pu], sigma, batch=2))
     plain = attend(q, k, v, None)
     assert torch.equal(out[:2], plain[:2])
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
     for i in (2, 3):  # each image with its own std
         torch.testing.assert_close(out[i].double(), official(q[i], k[i], v[i], m, sigma, 0.08), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(out[2:], plain[2:])
@@ -170,7 +146,7 @@ def test_positive_tokens_tiled_to_a_longer_negative_give_the_untiled_result(path
     v = torch.cat([v77.repeat(1, 2, 1), vn])
     q2 = torch.cat([q, torch.randn(1, 24, C)])
     out = run.attention(q2, k, v, options([0, 1], [pu, nu], 5.0))
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[0].double(), official(q[0], k77[0], v77[0], m, 5.0, 0.08), rtol=1e-4, atol=1e-5)
     assert torch.equal(out[1], attend(q2, k, v, None)[1])
 
@@ -185,8 +161,8 @@ def test_several_positive_entries_are_each_guided_with_their_own_token_map(path)
     q, k, v = qkv(3, seed=5)
     out = run.attention(q, k, v, options([0, 1, 0], [p1, nu, p2], 2.0))
     scope = SuppressionScope.OUTSIDE_OWN_REGION
-    m1 = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
-    m2 = direct_bias(LAYOUT, [(4,), (1,)], 4, 6, 77, -1e8, scope)
+    m1 = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, scope)
+    m2 = oracle_bias(LAYOUT, [(4,), (1,)], 4, 6, 77, -1e8, scope)
     torch.testing.assert_close(out[0].double(), official(q[0], k[0], v[0], m1, 2.0, 0.08), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out[2].double(), official(q[2], k[2], v[2], m2, 2.0, 0.08), rtol=1e-4, atol=1e-5)
     assert torch.equal(out[1], attend(q, k, v, None)[1])
@@ -198,7 +174,7 @@ def test_cfg_one_batches_hold_only_the_positive_chunk(path):
     pu, _ = bound(run, PROMPT)
     q, k, v = qkv(1, seed=6)
     out = run.attention(q, k, v, options([0], [pu], 3.0))
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[0].double(), official(q[0], k[0], v[0], m, 3.0, 0.08), rtol=1e-4, atol=1e-5)
 
 
@@ -259,7 +235,7 @@ def test_every_schedule_gives_the_official_formula_with_its_eta(schedule, path):
     run = make_run(path=path, schedule=schedule, weight=0.3, suppression=-2.0)  # a soft bias: η visibly changes the output
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(4, seed=13)
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -2.0, SuppressionScope.OUTSIDE_OWN_REGION)
     for sigma in (9.0, 0.5):
         out = run.attention(q, k, v, options([0, 1], [pu, nu], sigma, batch=2))
         for i in (0, 1):
@@ -304,7 +280,7 @@ def test_the_explicit_path_hands_no_mask_to_the_host_attention_and_auto_picks_by
     q, k, v = qkv(2, seed=14)
     out = run.attention(q, k, v, options([1, 0], [nu, pu], 6.0))
     assert masks == [None]  # only the whole-batch plain call
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[1].double(), official(q[1], k[1], v[1], m, 6.0, 0.08), rtol=1e-4, atol=1e-5)
     auto = make_run()
     assert not auto.explicit(torch.device("cpu")) and auto.explicit(torch.device("cuda"))
@@ -319,7 +295,7 @@ def test_the_explicit_path_in_half_precision_computes_in_float32():
     q, k, v = qkv(2, seed=9, dtype=torch.float16)
     out = run.attention(q, k, v, options([0, 1], [pu, nu], 14.6))
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     want = official(q[0].float(), k[0].float(), v[0].float(), m, 14.6, 0.08)
     torch.testing.assert_close(out[0].double(), want, rtol=2e-3, atol=2e-3)
 
@@ -331,7 +307,7 @@ def test_the_schedule_without_std_and_zero_weight():
     pu, nu = bound(run, PROMPT)
     q, k, v = qkv(2, seed=10)
     run.attention(q, k, v, options([0, 1], [pu, nu], 2.0))
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     want = (0.5 * math.log(5.0) * m * D**-0.5).clamp(min=-torch.finfo(torch.float32).max / 4)
     torch.testing.assert_close(captured[1][0], want)
     off = make_run(weight=0.0)
@@ -364,7 +340,7 @@ def test_the_positive_is_found_by_entry_whatever_its_branch_index():
     out = run.attention(q, k, v, options([0, 1, 2], [nu, mu, pu], 2.0))
     plain = attend(q, k, v, None)
     assert torch.equal(out[:2], plain[:2])
-    m = direct_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
     torch.testing.assert_close(out[2].double(), official(q[2], k[2], v[2], m, 2.0, 0.08), rtol=1e-4, atol=1e-5)
 
 
