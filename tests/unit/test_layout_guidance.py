@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 import torch
-from cones2.guidance import conditioning_keys
+from cones2.guidance import conditioning_keys, layout_guidance
 from cones2.guidance.attention_bias import SuppressionScope
 from cones2.guidance.layout import Box, Layout, LayoutSubject
 from cones2.guidance.layout_guidance import (
@@ -197,19 +197,33 @@ def test_outside_the_step_range_the_batch_takes_the_plain_path_exactly():
     assert len(calls) == 2 and calls[1] is not None
 
 
+class CountingRange(StepRange):
+    """A step range that records every σ it is asked about (each one is a read of σ on the host)."""
+
+    def __init__(self, sigma_start, sigma_end):
+        super().__init__(sigma_start, sigma_end)
+        object.__setattr__(self, "asked", [])
+
+    def guides(self, sigma):
+        self.asked.append(float(sigma))
+        return super().guides(sigma)
+
+
 def test_the_step_decision_made_before_the_model_call_is_reused_by_every_layer():
-    run = make_run(steps=StepRange(sigma_start=10.0, sigma_end=1.0))
+    steps = CountingRange(sigma_start=10.0, sigma_end=1.0)
+    run = make_run(steps=steps)
     pu, nu = bound(run, PROMPT)
+    steps.asked.clear()
     q, k, v = qkv(2, seed=12)
     sigma = torch.tensor([5.0])
     run.model_call([run.positive(), [{"uuid": nu}]], sigma)
     eo = options([1, 0], [nu, pu], 5.0)
     eo["sigmas"] = sigma
-    guided = run.attention(q, k, v, eo)
-    run._step = (sigma, False, None)  # what model_call decided is what the layers do
-    assert torch.equal(run.attention(q, k, v, eo), attend(q, k, v, None))
-    eo["sigmas"] = torch.tensor([5.0])  # another call's σ: decided afresh
-    assert torch.equal(run.attention(q, k, v, eo), guided)
+    outs = [run.attention(q, k, v, eo) for _ in range(16)]  # a UNet's 16 cross-attention layers
+    assert steps.asked == [5.0]  # σ was read once, by model_call; no layer reads it again
+    assert not torch.equal(outs[0], attend(q, k, v, None)) and all(torch.equal(o, outs[0]) for o in outs)
+    eo["sigmas"] = torch.tensor([0.5])  # a call the hook did not announce: that layer decides for its own σ
+    assert torch.equal(run.attention(q, k, v, eo), attend(q, k, v, None)) and steps.asked == [5.0, 0.5]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -243,18 +257,20 @@ def test_every_schedule_gives_the_official_formula_with_its_eta(schedule, path):
             torch.testing.assert_close(out[i].double(), want, rtol=1e-4, atol=1e-5)
 
 
-def test_the_bias_of_each_layer_shape_is_built_once_per_run():
+def test_the_bias_of_each_layer_shape_is_built_once_per_run(monkeypatch):
+    built = []
+    real = layout_guidance.bias_matrix
+    monkeypatch.setattr(layout_guidance, "bias_matrix", lambda maps, *a: built.append(tuple(maps.shape)) or real(maps, *a))
     run = make_run()
     pu, nu = bound(run, PROMPT)
     for sigma in (14.6, 7.0, 1.0):
         for h, w in ((4, 6), (2, 3)):
             q, k, v = qkv(2, n=h * w)
             run.attention(q, k, v, options([1, 0], [nu, pu], sigma, h, w))
-    assert sorted(key[1:3] for key in run._biases) == [(2, 3), (4, 6)]
-    first = dict(run._biases)
+    assert sorted(shape[1] for shape in built) == [2 * 3, 4 * 6]  # one per layer shape (its h·w cells), whatever the step
     q, k, v = qkv(2)
     run.attention(q, k, v, options([1, 0], [nu, pu], 0.5))
-    assert all(run._biases[key] is first[key] for key in first)
+    assert len(built) == 2
 
 
 def test_half_precision_masks_stay_finite():
