@@ -1,4 +1,5 @@
-"""Cones 2 for ComfyUI: node registration only (the nodes live in nodes/, the method in guidance/ and training/)."""
+"""Cones 2 for ComfyUI: node registration only (nodes in nodes/, host adapters in comfy_adapters/, the method in
+guidance/, training/ and scoring/)."""
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 

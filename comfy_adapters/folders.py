@@ -43,7 +43,9 @@ def checkpoint_names() -> list[str]:
     folder = checkpoint_dir()
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+    # only names that resolve inside the folder: the list is what ComfyUI's own validation accepts for resume_from
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name.endswith(SUFFIX) and not p.name.startswith(".") and checkpoint_file(p.name) is not None)
 
 
 def new_checkpoint_path(phrase: str) -> Path:

@@ -2,7 +2,12 @@
 
 from ..comfy_adapters.folders import register_model_folders
 from ..comfy_adapters.image_encoders import register_dinov2_folder
-from . import (
+
+# before the node modules: registering a node reads its INPUT_TYPES, which lists these folders' files
+register_model_folders()
+register_dinov2_folder()
+
+from . import (  # noqa: E402
     init_latent_nodes,
     layout_guidance_nodes,
     layout_nodes,
@@ -10,9 +15,6 @@ from . import (
     scoring_nodes,
     training_nodes,
 )
-
-register_model_folders()
-register_dinov2_folder()
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

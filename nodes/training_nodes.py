@@ -98,14 +98,6 @@ class Cones2TrainResidual:
     DESCRIPTION = ("Cones 2 training: fine-tunes a copy of SD2's text encoder through the frozen UNet on the "
                    "subject's photos, then averages how the subject phrase's embedding moved (Eq. 5).")
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, resume_from=NO_RESUME):
-        # the list of checkpoints changes while ComfyUI runs: check the file, not the list seen at startup
-        # (this replaces ComfyUI's list check, so the name is resolved inside the folder here)
-        if resume_from not in (None, NO_RESUME) and checkpoint_file(resume_from) is None:
-            return node_message(cls.NAME, not_in_folder("checkpoint", resume_from, CHECKPOINTS_LABEL))
-        return True
-
     def train(self, model, clip, vae, images, phrase, resume_from=NO_RESUME, **setting_values):
         if setting_values.get("seed") is not None:
             setting_values["seed"] = int(setting_values["seed"]) % (2**63)  # ComfyUI seeds go up to 2**64 - 1

@@ -25,6 +25,23 @@ from cones2.devtools.comfy_host import PACK_DIR_NAME, comfyui_path
 from .pack import ROOT
 
 
+def validation_refusals(node_error: dict) -> list[tuple[str | None, str]]:
+    """``(input name or None, text)`` of each refusal in one ``node_errors`` entry of a 400 from /prompt.
+
+    A VALIDATE_INPUTS answer comes as ``custom_validation_failed`` at an input (details ``"name - text"``),
+    ComfyUI's own checks at their input; anything raised during validation has no input of its own."""
+    out = []
+    for e in node_error["errors"]:
+        name = (e.get("extra_info") or {}).get("input_name")
+        details = e.get("details", "")
+        if e.get("type") == "custom_validation_failed" and name and details.startswith(f"{name} - "):
+            details = details[len(name) + 3:]
+        elif e.get("type") == "exception_during_validation":
+            name = None
+        out.append((name, details))
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from cones2.devtools.comfy_host import load_host, skip_reason
+from cones2_test_support.server import validation_refusals
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -104,34 +105,52 @@ def test_float_specs_reads_required_then_optional_floats(check):
     assert check.float_specs(types) == {"a": {"min": 0.0}, "d": {}}
 
 
-def test_every_pack_node_validates_exactly_its_float_inputs(host, check):
+def test_a_pack_nodes_validate_inputs_reads_one_input_at_most(host, check):
+    """ComfyUI shows a VALIDATE_INPUTS refusal under every input the function reads, so none reads two."""
     import inspect
 
     for node_id, cls in host.pack.NODE_CLASS_MAPPINGS.items():
         floats = list(check.float_specs(cls.INPUT_TYPES()))
-        names = inspect.getfullargspec(cls.VALIDATE_INPUTS).args  # what ComfyUI reads
-        assert names[: len(floats)] == floats, node_id
+        validate = getattr(cls, "VALIDATE_INPUTS", None)
+        names = inspect.getfullargspec(validate).args if validate is not None else []  # what ComfyUI reads
+        names = [n for n in names if n != "cls"]
+        assert len(names) <= 1, node_id
+        if len(floats) == 1:
+            assert names == floats, node_id  # the one FLOAT is checked at validation, at its input
+        else:
+            assert not set(names) & set(floats), node_id  # ComfyUI range-checks them, each at its input
         assert cls.NAME == node_id
 
 
-def test_a_class_keeps_its_own_validation_after_the_float_check(host):
-    train = host.node("Cones2TrainResidual")
-    assert "resume_from" in __import__("inspect").getfullargspec(train.VALIDATE_INPUTS).args
-    assert "is not a file in output/cones2_training" in train.VALIDATE_INPUTS(learning_rate=1e-6, resume_from="gone.x")
-    assert train.VALIDATE_INPUTS(learning_rate=float("nan"), resume_from="gone.x").startswith(
-        "Cones2TrainResidual: learning_rate is NaN")
-    assert train.VALIDATE_INPUTS(learning_rate=1e-6, preservation_weight=0.0, resume_from="none") is True
+def test_a_validate_inputs_reading_two_inputs_is_refused_when_the_pack_loads(check):
+    class TwoInputs:
+        NAME, FUNCTION = "Cones2Test", "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"a": ("STRING",), "b": ("STRING",)}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, a, b):
+            return True
+
+        def run(self, a, b):
+            return (a,)
+
+    with pytest.raises(TypeError, match="Cones2Test: VALIDATE_INPUTS reads \\['a', 'b'\\]"):
+        check.check_float_inputs(TwoInputs)
 
 
 @pytest.mark.parametrize("what", ["nan", "inf", "-inf"])
-def test_a_linked_non_finite_value_stops_the_node_before_it_works(host, float_input, what):
+def test_a_non_finite_value_stops_the_node_before_it_works(host, float_input, what):
     node_id, name, spec = float_input
     cls = host.node(node_id)
     with pytest.raises(ValueError) as e:
         getattr(cls(), cls.FUNCTION)(**{name: NON_FINITE[what]})  # nothing else given: it must stop first
     words = "NaN (not a number)" if what == "nan" else what.replace("inf", "infinite")
-    assert str(e.value).startswith(f"{node_id}: {name} comes in as {words} from its link; make the node linked to it "
-                                   f"give a number from {numbers(spec['min'])} to {numbers(spec['max'])}")
+    assert str(e.value).startswith(f"{node_id}: {name} is {words}; it must be a number from "
+                                   f"{numbers(spec['min'])} to {numbers(spec['max'])}")
+    assert "or fix the node linked to it" in str(e.value)
 
 
 # --- through the server ----------------------------------------------------------------------
@@ -207,26 +226,44 @@ def refused(server, graph):
     return body["node_errors"]
 
 
+def validated_alone(host_or_info, node_id, name) -> bool:
+    """Whether ``name`` is the one input the node's VALIDATE_INPUTS reads (else ComfyUI checks it)."""
+    import inspect
+
+    validate = getattr(host_or_info.node(node_id), "VALIDATE_INPUTS", None)
+    return validate is not None and [n for n in inspect.getfullargspec(validate).args if n != "cls"] == [name]
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("what", sorted(NON_FINITE))
-def test_the_server_refuses_a_non_finite_widget_value_naming_node_input_and_fix(
-        comfy_server, object_info, float_input, what):
+def test_a_non_finite_widget_value_is_refused_at_its_input_or_by_the_node(
+        host, comfy_server, object_info, float_input, what):
     node_id, name, spec = float_input
-    errors = refused(comfy_server, valid_graph(object_info, node_id, {name: NON_FINITE[what]}))
-    assert list(errors) == ["under_test"], errors  # the rest of the graph is valid
+    graph = valid_graph(object_info, node_id, {name: NON_FINITE[what]})
     words = {"nan": "NaN (not a number)", "nan-string": "NaN (not a number)", "inf": "infinite",
              "-inf": "-infinite"}[what]
-    messages = {e["details"].split(" - ", 1)[1] for e in errors["under_test"]["errors"]}
-    assert messages == {refusal(node_id, name, spec, words) + " A script writing the workflow must write numbers."}
+    status, body = comfy_server.post("/prompt", {"prompt": graph, "client_id": "cones2-tests"})
+    if validated_alone(host, node_id, name):  # the pack's check, at this input, before anything runs
+        assert status == 400 and list(body["node_errors"]) == ["under_test"], body
+        assert validation_refusals(body["node_errors"]["under_test"]) == [
+            (name, refusal(node_id, name, spec, words) + " A script writing the workflow must write numbers.")]
+    elif what in ("inf", "-inf"):  # ComfyUI's own min/max check, at this input
+        assert status == 400 and list(body["node_errors"]) == ["under_test"], body
+        ((where, _),) = validation_refusals(body["node_errors"]["under_test"])
+        assert where == name
+    else:  # NaN passes every comparison: the node refuses it when it runs, before any work, in its own words
+        assert status == 200, body
+        err = comfy_server.execution_error(comfy_server.wait(body["prompt_id"]))
+        assert err is not None and err["node_type"] == node_id
+        assert err["exception_message"].startswith(f"{node_id}: {name} is NaN (not a number); it must be")
 
 
 @pytest.mark.server
-def test_the_server_still_refuses_out_of_range_values(comfy_server, object_info, float_input):
+def test_the_server_refuses_an_out_of_range_value_at_its_input(comfy_server, object_info, float_input):
     node_id, name, spec = float_input
     errors = refused(comfy_server, valid_graph(object_info, node_id, {name: spec["max"] + 1.0}))
-    (message,) = {e["details"].split(" - ", 1)[1] for e in errors["under_test"]["errors"]}
-    assert message.startswith(f"{node_id}: {name} {numbers(spec['max'] + 1.0)} is above its maximum; set it to a "
-                              f"number from {numbers(spec['min'])} to {numbers(spec['max'])}")
+    ((where, message),) = validation_refusals(errors["under_test"])
+    assert where == name  # never under another input
 
 
 @pytest.mark.server
@@ -237,6 +274,6 @@ def test_a_nan_through_a_link_stops_the_run_at_the_node(comfy_server, object_inf
     entry = comfy_server.wait(comfy_server.queue(graph))
     err = comfy_server.execution_error(entry)
     assert err is not None and err["node_type"] == node_id
-    assert err["exception_message"].startswith(f"{node_id}: {name} comes in as NaN (not a number) from its link")
+    assert err["exception_message"].startswith(f"{node_id}: {name} is NaN (not a number); it must be")
     executed = {graph[k]["class_type"] for k in entry.get("outputs", {})}
     assert "PreviewAny" not in executed
