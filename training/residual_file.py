@@ -237,6 +237,17 @@ def _load_torch(path: Path) -> Residual:
                 f"{name}: refused to load. Only plain tensor files are read (weights_only=True never runs code "
                 f"from a file); this one is not ({_unpickler_error(e)})."
             ) from None
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported operand" in str(e):
+            header = path.read_bytes()[:2]
+            if header[:1] == b"\x80" and header[1:] >= b"\x04":
+                # a pickle of protocol 4+ (not torch's zip format): the safe loader stops at its first frame,
+                # before reading anything, so what the file holds (tensors or code) is unknown and never ran
+                raise ResidualFileError(
+                    f"{name}: refused to load. It is a legacy pickle (pickle protocol {header[1]}, not torch's zip "
+                    "format), which the safe loader cannot read; only plain tensor files are read, and nothing in "
+                    "this file ran. If it is a residual you trust, save its tensor again with a current "
+                    "torch.save (or convert it to .safetensors)."
+                ) from None
         # empty, truncated, or not a torch file at all (garbage reads as an unknown pickle opcode)
         detail = _unpickler_error(e) if isinstance(e, pickle.UnpicklingError) else _first_line(e)
         raise ResidualFileError(

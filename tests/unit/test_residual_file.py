@@ -91,6 +91,23 @@ def test_pt_with_code_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+@pytest.mark.parametrize("what", ["code", "a tensor"])
+def test_a_legacy_pickle_of_protocol_4_or_more_is_refused_as_such_without_running(tmp_path, protocol, what):
+    """torch's safe loader stops at such a file's first frame: the message says it was refused and nothing ran,
+    not that the file is damaged."""
+    marker = tmp_path / "pwned"
+    payload = _Payload()
+    payload.marker = marker
+    torch.save({"residual": payload} if what == "code" else torch.zeros(1, 1024), tmp_path / "old.pt",
+               _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(tmp_path / "old.pt")
+    assert str(e.value).startswith(f"old.pt: refused to load. It is a legacy pickle (pickle protocol {protocol}")
+    assert "nothing in this file ran" in str(e.value) and "damaged" not in str(e.value)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_768_wide_residual_is_refused_with_the_reason(tmp_path, suffix):
     t = torch.randn(1, 768)
