@@ -29,6 +29,7 @@ from ..guidance.layout_guidance import GuidanceRun, GuidanceSettings, LayoutGuid
 from ..guidance.step_range import StepRange, check_percents
 
 RUN_KEY = "cones2_layout_guidance"  # transformer_options key holding the current GuidanceRun
+PREFERRED_KEY = "cones2_preferred_attention"  # extra_options key: the layer's preferred attention (newer hosts)
 WRAPPER_KEY = "cones2_layout_guidance"
 
 # ComfyUI's attention functions that apply an additive mask, in every host that has them.
@@ -59,25 +60,38 @@ def masked_attention():
 
 
 def host_attention(q, k, v, mask, extra_options, masked=None):
-    """The host's attention on projected q/k/v: the very call CrossAttention.forward makes when
-    ``mask`` is None (so unguided rows come out bit for bit the same), its masked attention else
-    (``masked``: ``masked_attention()`` resolved once by the caller; looked up here if not given)."""
+    """The host's attention on projected q/k/v: the call CrossAttention.forward makes when ``mask`` is
+    None (so unguided rows come out bit for bit the same), its masked attention else (``masked``:
+    ``masked_attention()`` resolved once by the caller; looked up here if not given).
+
+    Newer hosts (0.38) also hand ``optimized_attention`` the layer's ``preferred_attention`` (a
+    kernel some checkpoints store with a layer, e.g. comfy-kitchen int8), which ``GuidedAttn2``
+    puts in ``extra_options``; their q/k/v containers are unwrapped to these very tensors."""
     heads = extra_options["n_heads"]
     precision = extra_options.get("attn_precision")
     if mask is None:
+        preferred = extra_options.get(PREFERRED_KEY)
+        extra = {} if preferred is None else {"preferred_attention": preferred}
         return attention.optimized_attention(q, k, v, heads, attn_precision=precision,
-                                             transformer_options=extra_options)
+                                             transformer_options=extra_options, **extra)
     return (masked or masked_attention())(q, k, v, heads, mask, attn_precision=precision,
                                           transformer_options=extra_options)
 
 
 class GuidedAttn2:
-    """An attn2 replacement: the batch as before, positive rows re-run with the layout bias."""
+    """An attn2 replacement: the batch as before, positive rows re-run with the layout bias.
 
-    def __init__(self, previous=None):
+    ``preferred``: per transformer index of its block, the attn2 layer's ``comfy_attention``
+    (newer hosts), handed on to the host's attention as CrossAttention.forward would."""
+
+    def __init__(self, previous=None, preferred=None):
         self.previous = previous
+        self.preferred = preferred or {}
 
     def __call__(self, q, k, v, extra_options):
+        preferred = self.preferred.get(extra_options.get("block_index", 0))
+        if preferred is not None:
+            extra_options = {**extra_options, PREFERRED_KEY: preferred}
         run = extra_options.get(RUN_KEY)
         if run is None:  # sampled without the OUTER_SAMPLE hook (or outside sampling): no guidance
             if self.previous is not None:
@@ -88,6 +102,22 @@ class GuidedAttn2:
 
 def cross_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
     """``(block_name, number, transformer_depth)`` of every UNet block with cross-attention."""
+    return [(name, number, len(module.transformer_blocks)) for name, number, module in _spatial_transformers(model_patcher)]
+
+
+def preferred_attentions(model_patcher, name: str, number: int) -> dict:
+    """Transformer index -> the attn2 layer's ``comfy_attention`` (hosts that have one) in block (name, number)."""
+    out = {}
+    for n, k, module in _spatial_transformers(model_patcher):
+        if (n, k) == (name, number):
+            for index, b in enumerate(module.transformer_blocks):
+                preferred = getattr(getattr(b, "attn2", None), "comfy_attention", None)
+                if preferred is not None:
+                    out[index] = preferred
+    return out
+
+
+def _spatial_transformers(model_patcher):
     unet = getattr(model_patcher.model, "diffusion_model", None)
     groups = [("input", getattr(unet, "input_blocks", None)), ("middle", [getattr(unet, "middle_block", None)]),
               ("output", getattr(unet, "output_blocks", None))]
@@ -97,7 +127,7 @@ def cross_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
             for module in block or ():
                 if isinstance(module, SpatialTransformer) and any(
                         getattr(b, "attn2", None) is not None for b in module.transformer_blocks):
-                    out.append((name, number, len(module.transformer_blocks)))
+                    out.append((name, number, module))
     return out
 
 
@@ -132,11 +162,12 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
 
     existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for name, number, depth in blocks:
-        m.set_model_attn2_replace(GuidedAttn2(_own_previous(existing.get((name, number)))), name, number)
+        preferred = preferred_attentions(model, name, number)
+        m.set_model_attn2_replace(GuidedAttn2(_own_previous(existing.get((name, number))), preferred), name, number)
         for index in range(depth):  # replacements keyed per transformer take precedence: wrap those too
             previous = existing.get((name, number, index))
             if previous is not None:
-                m.set_model_attn2_replace(GuidedAttn2(_own_previous(previous)), name, number, index)
+                m.set_model_attn2_replace(GuidedAttn2(_own_previous(previous), preferred), name, number, index)
 
     def outer_sample(executor, *args, **kwargs):
         guider = executor.class_obj

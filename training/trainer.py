@@ -114,6 +114,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW takes its fused kernel (one launch for all trained tensors) on ``device``."""
+    return device.type == "cuda"
+
+
 def check_settings(s: TrainSettings) -> None:
     problems = []
     if s.steps < 1:
@@ -313,7 +318,7 @@ def _train(*, encoder, tokenize, phrase, images, encode_image, denoiser, alphas_
     names = {id(p): n for n, p in encoder.named_parameters()}
     param_names = [names[id(p)] for p in params]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=settings.weight_decay, fused=device.type == "cuda" or None)
+                                  weight_decay=settings.weight_decay, fused=fused_adamw(device) or None)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
 
     losses = _losses_template()

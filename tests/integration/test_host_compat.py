@@ -86,6 +86,29 @@ def test_on_0_3_64_a_mask_dropping_backend_is_replaced_by_sdpa(host, monkeypatch
 
 # --- wrappers pass every argument through ----------------------------------------------------
 
+def test_a_layers_preferred_attention_reaches_the_hosts_attention_as_crossattention_hands_it(host, sd2, monkeypatch):
+    """0.38's CrossAttention.forward passes its ``comfy_attention`` (a kernel stored with some checkpoints) as
+    ``preferred_attention``; so do unguided rows under the pack's attn2 replacement. 0.3.64 has none."""
+    import comfy.ldm.modules.attention as attention
+
+    gp = pack_module(host, "comfy_adapters.guidance_patch")
+    model, _clip, _vae = sd2
+    assert gp.preferred_attentions(model, "input", 1) == {}  # 0.3.64: no comfy_attention on the layers
+    layer = model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2
+    marker = SimpleNamespace(function=None)  # 0.38's ComfyAttention with no kernel loaded
+    monkeypatch.setattr(layer, "comfy_attention", marker, raising=False)
+    assert gp.preferred_attentions(model, "input", 1) == {0: marker}
+    seen = []
+    monkeypatch.setattr(attention, "optimized_attention", lambda *a, **kw: seen.append(kw) or a[0])
+    q, k, v = torch.zeros(2, 4, 64), torch.zeros(2, 77, 64), torch.zeros(2, 77, 64)
+    options = {"n_heads": 1, "attn_precision": None, "block": ("input", 1), "block_index": 0}
+    gp.GuidedAttn2(preferred={0: marker})(q, k, v, dict(options))
+    gp.GuidedAttn2(preferred={0: marker})(q, k, v, {**options, "block_index": 1})
+    gp.GuidedAttn2()(q, k, v, dict(options))
+    assert [kw.get("preferred_attention") for kw in seen] == [marker, None, None]
+    assert "preferred_attention" not in seen[2]  # a host without the keyword never gets it
+
+
 def test_both_sampler_wrappers_pass_keyword_arguments_through(host, sd2):
     import comfy.patcher_extension as ext
     import comfy.samplers
