@@ -98,8 +98,9 @@ Headless, from the pack folder: `{RUNNER} workflows/api/first_guided_image.json 
 **Prompt**: Cones2 Apply Residual encodes like CLIP Text Encode and records where each word is,
 which layout guidance needs. With nothing on `bindings` it adds no residual.""", col=1, title="Prompt")
     g.group("Prompt", [pos, neg, prompt_note])
+    # tall enough for the box editor under the text, so the note below does not cover it
     boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
-                   boxes="dog: 16 128 240 352\ncat: 272 160 224 320")
+                   boxes="dog: 16 128 240 352\ncat: 272 160 224 320", ui_size=(420, 720))
     layout_note = g.note("""\
 **Boxes**: one line per subject, `phrase: x y width height` in pixels from the top-left corner
 of a canvas of the image's size. Each phrase must be a word of the positive prompt.""", col=2, title="Layout")
