@@ -303,3 +303,16 @@ def test_the_first_guided_image_needs_no_residual_and_guidance_changes_it(server
         assert Image.open(saved[0]).size == (64, 64)
     # same seed, same prompt: only the layout bias differs, and it changes the picture
     assert (images["guided"] - images["unguided"]).abs().mean() > 0.5
+
+
+
+def test_the_quick_starts_headless_command_sends_the_shipped_graph():
+    """README's quick start command, word for word, from the pack folder: it sends exactly the shipped
+    graph (--print-prompt shows it without a server). Running that graph headless is the test above
+    (at 64x64 and 2 steps: the shipped 512x512, 30 steps take half an hour on a shared CPU)."""
+    command = "python scripts/run_workflow.py workflows/api/first_guided_image.json -o out/"
+    assert command in (ROOT / "README.md").read_text()
+    result = subprocess.run([sys.executable, *command.split()[1:], "--print-prompt"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == load("first_guided_image")
