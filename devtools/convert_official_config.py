@@ -13,8 +13,7 @@ and converts each residual the config uses to ``<subject>.safetensors`` in the r
 
     python scripts/run_workflow.py OUT/api/NAME.json --seed 0-3
 
-How each field maps, and why their LMS sampler becomes Euler here: README.md, "The authors'
-inference configs". The sampler settings are the shipped official_example workflow's
+How each field maps, and why their LMS sampler becomes Euler here: docs/authors-configs.md. The sampler settings are the shipped official_example workflow's
 (devtools/workflow_specs.py); this tool puts the config's values into a copy of it.
 """
 

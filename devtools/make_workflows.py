@@ -7,8 +7,9 @@ From the checkout's root:
     python -m devtools.make_workflows --check              # exit 1 if a file differs from its spec
 
 For each spec NAME: ``workflows/NAME.json`` (UI format, opens in ComfyUI's frontend and its
-template browser) and ``workflows/api/NAME.json`` (API format, for scripts/run_workflow.py and
-POST /prompt), plus the layout images in ``workflows/images/``. The node schemas (the
+template browser), its thumbnail ``workflows/NAME.jpg`` (the name the template browser asks for)
+and ``workflows/api/NAME.json`` (API format, for scripts/run_workflow.py and POST /prompt), plus
+the layout images in ``workflows/images/``. The node schemas (the
 /object_info entries of every node the specs use) are kept in devtools/workflow_schemas.json so
 that writing and checking need no ComfyUI; ``--server`` refreshes them from a running ComfyUI
 with the pack installed. A spec that uses a node without a schema is skipped and named.
@@ -29,6 +30,7 @@ from . import workflow_specs
 from .node_schemas import ordered_inputs
 from .placeholder_images import PHOTOS, png_bytes
 from .workflow_builder import Graph
+from .workflow_thumbnails import thumbnail
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -106,9 +108,10 @@ def dumps(data) -> str:
 
 
 def outputs_for(graph: Graph, schemas: dict) -> dict[Path, bytes]:
-    """Every file a graph gives: its UI and API forms."""
+    """Every file a graph gives: its UI and API forms, and the UI form's thumbnail for the template browser."""
     return {WORKFLOWS / f"{graph.name}.json": dumps(graph.to_ui(schemas)).encode(),
-            API_DIR / f"{graph.name}.json": dumps(graph.to_api(schemas)).encode()}
+            API_DIR / f"{graph.name}.json": dumps(graph.to_api(schemas)).encode(),
+            WORKFLOWS / f"{graph.name}.jpg": thumbnail(graph, IMAGES)}
 
 
 def image_outputs() -> dict[Path, bytes]:

@@ -66,7 +66,9 @@ def rgba_png(width: int, height: int, paint) -> bytes:
     return png_file(width, height, rows, rgba=True)
 
 
-PHOTOS = {
-    "dog_photo.png": lambda: rgba_png(320, 256, _dog),
-    "flower_photo.png": lambda: rgba_png(192, 320, _flower),
+# name -> (width, height, paint): the cut-outs, also drawn into the workflows' thumbnails
+CUTOUTS = {
+    "dog_photo.png": (320, 256, _dog),
+    "flower_photo.png": (192, 320, _flower),
 }
+PHOTOS = {name: (lambda w=w, h=h, paint=paint: rgba_png(w, h, paint)) for name, (w, h, paint) in CUTOUTS.items()}

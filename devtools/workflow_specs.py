@@ -75,6 +75,42 @@ def _sample_and_save(g: Graph, model, positive, negative, layout, size: int, pre
 
 
 @workflow
+def first_guided_image() -> Graph:
+    """A first image with no residual: layout guidance alone puts "dog" and "cat" in their boxes."""
+    g = Graph("first_guided_image")
+    g.note(f"""\
+## A first guided image (no residual needed)
+
+No trained subject here: the prompt's plain class words ("dog", "cat") are the subjects, and
+Layout Guidance pulls each word's attention into its box while KSampler samples. Pick your
+SD2.x checkpoint and queue. Then move the boxes (drag them in the box editor) and queue again.
+
+Next: train your own subject (the `train_residual` template) and add a Cones2 Load Residual on
+the prompt's `bindings` input, as in `two_subjects_boxes`.
+
+Headless, from the pack folder: `{RUNNER} workflows/api/first_guided_image.json -o out/`""",
+           col=0, title="Read me", ui_size=(420, None))
+    model = _model(g)
+    pos = g.node("Cones2ApplyResidual", col=1, title="Positive prompt", clip=model[1],
+                 text="a photo of a dog and a cat")
+    neg = g.node("CLIPTextEncode", col=1, title="Negative prompt", clip=model[1], text="")
+    prompt_note = g.note("""\
+**Prompt**: Cones2 Apply Residual encodes like CLIP Text Encode and records where each word is,
+which layout guidance needs. With nothing on `bindings` it adds no residual.""", col=1, title="Prompt")
+    g.group("Prompt", [pos, neg, prompt_note])
+    # tall enough for the box editor under the text, so the note below does not cover it
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
+                   boxes="dog: 16 128 240 352\ncat: 272 160 224 320", ui_size=(420, 720))
+    layout_note = g.note("""\
+**Boxes**: one line per subject, `phrase: x y width height` in pixels from the top-left corner
+of a canvas of the image's size. Each phrase must be a word of the positive prompt.""", col=2, title="Layout")
+    g.group("Layout", [boxes, layout_note])
+    _sample_and_save(g, model, pos, neg, boxes, 512, "first_guided_image", guided_sampler=False,
+                     seed=0, steps=30, cfg=7.5, sampler_name="euler", scheduler="normal")
+    return g
+
+
+@workflow
 def two_subjects_boxes() -> Graph:
     """(a) Two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
     g = Graph("two_subjects_boxes")

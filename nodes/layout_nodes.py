@@ -48,8 +48,8 @@ class Cones2LayoutBoxes:
                 "boxes": ("STRING", {"multiline": True, "default": "",
                                      "placeholder": "dog: 32 64 224 320\ndog #2: 288 64 224 320 2.0",
                                      "tooltip": f"One box per line: {BOX_SYNTAX}, in pixels from the "
-                                                "canvas's top-left corner. The full grammar: the README, "
-                                                "section Cones2 Layout Boxes."}),
+                                                "canvas's top-left corner. The full grammar: this node's "
+                                                "help page."}),
                 "gamma": _GAMMA,
             },
             "optional": {"layout": _CHAIN},
@@ -60,7 +60,7 @@ class Cones2LayoutBoxes:
     FUNCTION = "build"
     CATEGORY = CATEGORY
     DESCRIPTION = (f"Places subjects in boxes: one line per box, '{BOX_SYNTAX}', in pixels from the top-left "
-                   "corner of the canvas (grammar: the README, section Cones2 Layout Boxes).")
+                   "corner of the canvas (grammar: this node's help page, web/docs/Cones2LayoutBoxes.md).")
 
     def build(self, width, height, boxes, gamma, layout=None):
         with named_errors(self.NAME, value=(LayoutError,)):

@@ -14,7 +14,7 @@ server refused the graph or a node failed; 2 bad command line, unreadable workfl
 server. Ctrl-C cancels the run on the server.
 
 The flags that set inputs (--seed, --prompt, --residual, --box, --set, ...) and how each picks its
-node: README.md, "Run headless", or --help. A LoadImage/LoadImageMask image that the server does
+node: docs/headless.md, or --help. A LoadImage/LoadImageMask image that the server does
 not have is uploaded if a file of that name is beside the workflow, or in an ``images/`` folder
 beside it or beside its parent folder.
 """

@@ -2,7 +2,7 @@
 // node's width x height, each box one subject (phrase + occurrence) in its own colour.
 //
 // The editor has no value of its own: it reads and writes the node's `boxes` text (one box per
-// line; grammar: the README's "Cones2 Layout Boxes" section), so saved workflows, API-format graphs and hand edits all keep
+// line; grammar: the node's help page, web/docs/Cones2LayoutBoxes.md), so saved workflows, API-format graphs and hand edits all keep
 // working. The widget is a DOM widget (frontend API of comfyui-frontend-package 1.27 to 1.58:
 // app.registerExtension + beforeRegisterNodeDef, node.addDOMWidget) that is never serialized.
 // It works in both renderers: the classic canvas and Nodes 2.0 (Vue nodes). Neither calls the

@@ -15,11 +15,9 @@ Set CONES2_UPDATE_SCREENSHOT=1 to copy the screenshots to docs/images/.
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,48 +25,16 @@ import numpy as np
 import pytest
 from cones2.guidance.layout_preview import render_layout_preview
 from cones2.guidance.layout_text import layout_from_box_lines, parse_box_lines
+from cones2_test_support.browser import BROWSER, CHROMIUM, FRONTENDS, NODE, skip_reason, version_tuple
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-BROWSER = ROOT / "tests" / "browser"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-NODE = shutil.which("node")
+pytestmark = [pytest.mark.server, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
 
-
-def _skip_reason() -> str | None:
-    if NODE is None:
-        return "browser test: node (Node.js) is not installed"
-    if not Path(CHROMIUM).is_file():
-        return f"browser test: no Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set CHROMIUM)"
-    if not (BROWSER / "node_modules" / "playwright-core").is_dir():
-        return "browser test: playwright-core is not installed (run `npm ci` in tests/browser)"
-    return None
-
-
-pytestmark = [pytest.mark.server, pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
-
-def _frontend_version(root: str | None) -> str:
-    if root is None:
-        try:
-            return importlib.metadata.version("comfyui-frontend-package")
-        except importlib.metadata.PackageNotFoundError:
-            return "pinned"
-    for info in Path(root).resolve().parents[1].glob("comfyui_frontend_package-*.dist-info"):
-        return info.name.removeprefix("comfyui_frontend_package-").removesuffix(".dist-info")
-    return Path(root).name
-
-
-# (frontend version, --front-end-root or None for the venv's own)
-FRONTENDS = [(_frontend_version(None), None)] + [
-    (_frontend_version(r), r) for r in os.environ.get("CONES2_FRONTEND_ROOTS", "").split(os.pathsep) if r]
 RENDERERS = ("classic", "vue")
 # 1.27's Nodes 2.0 is an experimental preview that shows no extension DOM widgets (the editor's
 # element is never attached): the editor is tested there on the classic canvas only.
 FIRST_NODES2 = (1, 28)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
 COMBOS = [(fe, renderer) for fe in FRONTENDS for renderer in RENDERERS]
@@ -99,7 +65,7 @@ def frontend_servers():
 def combo(request, frontend_servers):
     """(server, frontend version, renderer) of one run of the browser script."""
     (version, root), renderer = request.param
-    if renderer == "vue" and _version_tuple(version) < FIRST_NODES2:
+    if renderer == "vue" and version_tuple(version) < FIRST_NODES2:
         pytest.skip(f"Nodes 2.0 not tested on frontend {version}: its experimental preview shows no extension "
                     "DOM widgets (classic canvas only)")
     return frontend_servers(root), version, renderer

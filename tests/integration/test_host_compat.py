@@ -1,6 +1,6 @@
 """What the pack detects about its host, on the real ComfyUI 0.3.64; newer hosts' branches by their rules.
 
-Newer hosts (0.38.x) are read, not run (see README, Compatibility): their branches are
+Newer hosts (0.38.x) are read, not run (see docs/compatibility.md): their branches are
 tested through the pure decisions the adapters take from the host's capabilities, and the
 0.3.64 branch by running it.
 """

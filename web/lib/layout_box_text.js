@@ -1,5 +1,5 @@
-// Pure logic of the Cones2 Layout Boxes editor: the box-line text (grammar: the README's
-// "Cones2 Layout Boxes" section, its one home; parsed as guidance/layout_text.py does),
+// Pure logic of the Cones2 Layout Boxes editor: the box-line text (grammar: the node's help
+// page web/docs/Cones2LayoutBoxes.md, its one home; parsed as guidance/layout_text.py does),
 // snapping to the 8 px grid, and rescaling boxes to a new canvas.
 // No DOM and no ComfyUI imports: unit-tested with `node --test tests/js`, and checked against
 // the Python parser by tests/unit/test_layout_box_text_js.py.
