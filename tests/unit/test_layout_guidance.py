@@ -446,3 +446,21 @@ def test_the_latent_aspect_must_match_the_canvas(lat_h, lat_w, ok):
     msg = str(e.value)
     assert msg.startswith("Cones2LayoutGuidance: the layout canvas is 48x32")
     assert f"{lat_w * 8}x{lat_h * 8}" in msg and "width and height" in msg
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU lane: needs CUDA (python -m pytest -m gpu)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_on_cuda_auto_takes_the_explicit_path_and_gives_the_official_formula(dtype):
+    run = make_run()  # "auto": explicit everywhere but the CPU
+    pu, nu = bound(run, PROMPT)
+    q, k, v = (t.cuda() for t in qkv(2, seed=21, dtype=dtype))
+    eo = options([1, 0], [nu, pu], 6.0)
+    eo["sigmas"] = eo["sigmas"].cuda()
+    out = run.attention(q, k, v, eo)
+    assert run.explicit(q.device) and out.device.type == "cuda" and out.dtype == dtype
+    m = oracle_bias(LAYOUT, [(2,), (5,)], 4, 6, 77, -1e8, SuppressionScope.OUTSIDE_OWN_REGION)
+    want = official(q[1].cpu().float(), k[1].cpu().float(), v[1].cpu().float(), m, 6.0, 0.08)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # inputs rounded to half precision, logits in fp32
+    torch.testing.assert_close(out[1].cpu().double(), want, rtol=tol, atol=tol)
+    assert torch.equal(out[0], attend(q, k, v, None)[0])  # the negative rows as without guidance
