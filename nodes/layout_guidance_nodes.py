@@ -5,12 +5,9 @@ from __future__ import annotations
 import comfy.sample
 import comfy.samplers
 import comfy.utils
-import latent_preview
 
-import nodes as comfy_nodes
-
-from ..comfy_adapters.guidance_patch import apply_layout_guidance, step_range
-from ..comfy_adapters.self_recurrent_sampler import SelfRecurrentSampler, check_self_recurrent_sampler
+from ..comfy_adapters.guidance_patch import apply_layout_guidance
+from ..comfy_adapters.self_recurrent_sampler import sample_guided
 from ..guidance.attention_bias import SuppressionScope
 from ..guidance.layout_guidance import DEFAULT_SUPPRESSION, DEFAULT_WEIGHT, GuidanceSettings
 from ..guidance.strength import SigmaSchedule
@@ -119,26 +116,8 @@ class Cones2LayoutGuidedSampler:
                denoise, weight, suppression, suppression_scope, sigma_schedule, start_percent, end_percent,
                self_recurrence=False):
         settings = _settings(self.NAME, weight, suppression, suppression_scope, sigma_schedule)
-        if self_recurrence:
-            check_self_recurrent_sampler(sampler_name, self.NAME)
-        guided = apply_layout_guidance(model, layout, settings, start_percent, end_percent, self.NAME)
-        if not self_recurrence or guided is model:  # weight 0: no guided step to repeat
-            return comfy_nodes.common_ksampler(guided, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                               latent_image, denoise=denoise)
-
-        latent = comfy.sample.fix_empty_latent_channels(guided, latent_image["samples"])
-        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
-        sigmas = comfy.samplers.KSampler(guided, steps=steps, device=guided.load_device, sampler=sampler_name,
-                                         scheduler=scheduler, denoise=denoise, model_options=guided.model_options).sigmas
-        sampler = SelfRecurrentSampler(comfy.samplers.sampler_object(sampler_name),
-                                       step_range(guided, start_percent, end_percent), seed)
-        callback = latent_preview.prepare_callback(guided, max(sigmas.shape[-1] - 1, 1))
-        samples = comfy.sample.sample_custom(guided, noise, cfg, sampler, sigmas, positive, negative, latent,
-                                             noise_mask=latent_image.get("noise_mask"), callback=callback,
-                                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        out = latent_image.copy()
-        out["samples"] = samples
-        return (out,)
+        return (sample_guided(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, layout,
+                              latent_image, denoise, settings, start_percent, end_percent, self_recurrence, self.NAME),)
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(Cones2LayoutGuidance, Cones2LayoutGuidedSampler)

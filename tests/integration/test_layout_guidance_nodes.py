@@ -388,6 +388,23 @@ def test_self_recurrence_repeats_each_guided_step(host, parts, sampler_name):
     assert len(calls) == 3 + guided_steps and 0 < guided_steps < 3
 
 
+def test_self_recurrence_inpaints_only_inside_the_noise_mask(host, parts):
+    """Core KSAMPLER wraps the self-recurrent function, so its inpaint handling applies: the latent outside the
+    mask comes back exactly as it went in, and every step is still taken twice."""
+    model, calls = count_unet_calls(parts["model"])
+    source = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 1, SIZE // 8, SIZE // 8)
+    mask[..., :, SIZE // 16:] = 1.0  # repaint the right half only
+    latent = {"samples": source, "noise_mask": mask}
+    (out,) = host.run("Cones2LayoutGuidedSampler", model=model, seed=5, steps=3, cfg=7.0, sampler_name="euler",
+                      scheduler="normal", positive=parts["pos"], negative=parts["neg"], layout=parts["layout"],
+                      latent_image=latent, denoise=1.0, self_recurrence=True, **guidance_options())
+    samples = out["samples"]
+    assert len(calls) == 6 and out["noise_mask"] is mask
+    torch.testing.assert_close(samples[..., : SIZE // 16], source[..., : SIZE // 16], rtol=0, atol=1e-5)
+    assert (samples[..., SIZE // 16:] - source[..., SIZE // 16:]).abs().mean() > 0.1
+
+
 def test_self_recurrence_follows_the_official_recurrence_exactly(host, parts):
     # euler, 2 steps, both guided: step σ0→σ1, re-noise by sqrt(σ0²−σ1²)·ε, step again; same at σ1→0
     m = parts["model"].clone()
