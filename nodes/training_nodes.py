@@ -11,6 +11,7 @@ import comfy.utils
 from ..comfy_adapters.folders import (
     CHECKPOINT_SUBFOLDER,
     CHECKPOINTS_LABEL,
+    RESIDUALS,
     checkpoint_file,
     checkpoint_names,
     new_checkpoint_path,
@@ -21,6 +22,7 @@ from ..comfy_adapters.loss_plot import loss_plot_image
 from ..comfy_adapters.training import train_with_comfy, training_mode
 from ..training.errors import TrainingError, TrainingInputError
 from ..training.file_names import slug
+from ..training.inline_residual import residual_to_base64
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
 from ..training.train_settings import TrainSettings, options
 from ..training.trainer import EXTRACTION, LOW_MEMORY_HINT, PHOTOS, SETUP, OutOfMemory, residual_training_info
@@ -32,6 +34,7 @@ from .node_types import TRAINING_CATEGORY as CATEGORY
 log = logging.getLogger("cones2")
 
 NO_RESUME = "none"
+RESIDUAL_OUTPUT = "cones2_residual"  # Save Residual's history output: the saved file, its bytes as base64
 WIDGET_EXTRAS = {  # ComfyUI-only widget options of some settings
     "learning_rate": {"round": False},
     "preservation_weight": {"round": False},
@@ -171,7 +174,8 @@ class Cones2SaveResidual:
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = CATEGORY
-    DESCRIPTION = "Saves a trained residual as a .safetensors file in models/cones2_residuals."
+    DESCRIPTION = ("Saves a trained residual as a .safetensors file in models/cones2_residuals, and hands it "
+                   "back in the prompt's history (the file as base64) for API clients.")
 
     def save(self, residual, filename):
         name = filename.strip()
@@ -185,7 +189,10 @@ class Cones2SaveResidual:
         except (ResidualFileError, OSError) as e:
             raise RuntimeError(node_message(self.NAME, f"could not save the residual ({e}).")) from None
         log.info("%s: wrote %s", self.NAME, path)
-        return {"ui": {"text": [path.name]}, "result": (path.name,)}
+        # the file's bytes go back in the prompt's history too: a client of a stateless worker gets its subject
+        returned = {"filename": path.name, "subfolder": "", "type": RESIDUALS, "subject": residual.subject,
+                    "base64": residual_to_base64(residual)}
+        return {"ui": {"text": [path.name], RESIDUAL_OUTPUT: [returned]}, "result": (path.name,)}
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(Cones2TrainResidual, Cones2SaveResidual)
