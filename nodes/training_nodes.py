@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 
@@ -22,7 +23,6 @@ from ..comfy_adapters.loss_plot import loss_plot_image
 from ..comfy_adapters.training import train_with_comfy, training_mode
 from ..training.errors import TrainingError, TrainingInputError
 from ..training.file_names import slug
-from ..training.inline_residual import residual_to_base64
 from ..training.residual_file import ResidualFileError, make_residual, save_residual_unique
 from ..training.train_settings import TrainSettings, options
 from ..training.trainer import EXTRACTION, LOW_MEMORY_HINT, PHOTOS, SETUP, OutOfMemory, residual_training_info
@@ -189,9 +189,10 @@ class Cones2SaveResidual:
         except (ResidualFileError, OSError) as e:
             raise RuntimeError(node_message(self.NAME, f"could not save the residual ({e}).")) from None
         log.info("%s: wrote %s", self.NAME, path)
-        # the file's bytes go back in the prompt's history too: a client of a stateless worker gets its subject
+        # the file goes back in the prompt's history too, so a client of a stateless worker gets its subject
+        # (read back: safetensors writes metadata in no fixed order, and the client gets this very file)
         returned = {"filename": path.name, "subfolder": "", "type": RESIDUALS, "subject": residual.subject,
-                    "base64": residual_to_base64(residual)}
+                    "base64": base64.b64encode(path.read_bytes()).decode("ascii")}
         return {"ui": {"text": [path.name], RESIDUAL_OUTPUT: [returned]}, "result": (path.name,)}
 
 
