@@ -5,10 +5,10 @@ import base64
 import io
 import re
 import sys
-from contextlib import contextmanager
 
 import pytest
 import torch
+from cones2_test_support.disk_access import disk_access
 from safetensors.torch import save as st_save
 
 NODE = "Cones2InlineResidual"
@@ -16,30 +16,6 @@ NODE = "Cones2InlineResidual"
 
 def pack_module(host, name):
     return sys.modules[f"{host.pack.__name__}.{name}"]
-
-
-_WATCHING: list[list] = []
-FILE_EVENTS = {"open", "os.listdir", "os.scandir", "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.symlink",
-               "os.link", "os.truncate", "os.chmod", "os.utime", "shutil.copyfile", "shutil.rmtree"}
-
-
-def _audit(event, args):
-    if _WATCHING and event in FILE_EVENTS:
-        _WATCHING[-1].append((event, args[0] if args else None))
-
-
-sys.addaudithook(_audit)  # a hook cannot be removed: it records only inside disk_access()
-
-
-@contextmanager
-def disk_access():
-    """Every file the code inside opens, lists, writes or removes (Python's audit events)."""
-    events: list = []
-    _WATCHING.append(events)
-    try:
-        yield events
-    finally:
-        _WATCHING.pop()
 
 
 def inline(host, tensor, **meta) -> str:
