@@ -16,9 +16,8 @@ server. Ctrl-C cancels the run on the server.
 The flags that set inputs (--seed, --prompt, --residual, --box, --set, ...) and how each picks its
 node: README.md, "Run headless", or --help. A LoadImage/LoadImageMask image that the server does
 not have is uploaded if a file of that name is beside the workflow, or in an ``images/`` folder
-beside it or beside its parent folder. ``--residual dog=@my_dog.safetensors`` carries a local residual
-in the workflow (Cones2 Inline Residual): the server needs no copy. A trained residual that comes back
-in the history (Cones2 Save Residual) is saved as ``node<ID>_residual.safetensors`` with the images.
+beside it or beside its parent folder. A trained residual in the history (Cones2 Save Residual) is
+saved as ``node<ID>_residual.safetensors``; ``--residual dog=@my_dog.safetensors`` inlines a local one.
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SEED_INPUTS = ("seed", "noise_seed", "sampler_seed")  # sampler_seed: Cones2PickBest reports it
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
 RESIDUAL_OUTPUT = "cones2_residual"  # Cones2SaveResidual's history output: the saved residual, base64
+RESIDUAL_NODES = {"Cones2LoadResidual": "residual_name", "Cones2InlineResidual": "residual_base64"}  # class: input
 # Inputs the --prompt search walks through, upstream of 'positive'/'negative'.
 CONDITIONING_INPUT = re.compile(r"^(conditioning.*|cond.*|positive|negative)$")
 NO_WEBSOCKET = ("(websocket-client is not installed: no live progress; following the run through /history. "
@@ -331,29 +331,22 @@ def _stem(name: str) -> str:
     return re.sub(r"\.(safetensors|pt|pth|bin)$", "", name.strip(), flags=re.I).lower()
 
 
-RESIDUAL_NODES = {"Cones2LoadResidual": "residual_name", "Cones2InlineResidual": "residual_base64"}  # class: input
-
-
 def set_residual(api: dict, spec: str) -> list[str]:
-    """``[KEY=]FILE``: a file on the server (Load Residual), or ``[KEY=]@LOCAL_FILE``: a local file's bytes carried
-    in the workflow (Inline Residual); the chosen node becomes the class that takes the value."""
+    """``[KEY=]FILE`` (on the server: Load Residual) or ``[KEY=]@LOCAL_FILE`` (its bytes inline: Inline Residual)."""
     key, eq, filename = spec.rpartition("=")
     if not eq:
         key, filename = "", spec
     loaders = [k for k, n in api.items() if n.get("class_type") in RESIDUAL_NODES]
     if not loaders:
         raise UsageError("--residual: the workflow has no residual node (Cones2LoadResidual or Cones2InlineResidual)")
-
-    def listing():
-        return "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
-                         f"{api[k]['inputs'].get('occurrence')}" + (f" file {api[k]['inputs']['residual_name']!r}"
-                         if "residual_name" in api[k]["inputs"] else " inline") for k in loaders)
-
+    listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
+                        f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name', '(inline)')!r}"
+                        for k in loaders)
     key = key.strip()
     if not key:
         if len(loaders) != 1:
             raise UsageError(f"--residual {spec!r}: the workflow has {len(loaders)} residual nodes; say which, "
-                             f"e.g. --residual dog=my_dog.safetensors ({listing()})")
+                             f"e.g. --residual dog=my_dog.safetensors ({listing})")
         chosen = loaders
     else:
         phrase, _, occ = key.partition("#")
@@ -369,32 +362,22 @@ def set_residual(api: dict, spec: str) -> list[str]:
         if len(chosen) != 1:
             what = "no" if not chosen else "more than one"
             raise UsageError(f"--residual {spec!r}: {what} residual node matches {key!r} "
-                             f"(by phrase[#occurrence], file name, id or title): {listing()}")
-    node = api[chosen[0]]
-    filename = filename.strip()
-    if filename.startswith("@"):
-        cls, name, value = "Cones2InlineResidual", "residual_base64", inline_file(spec, filename[1:])
-        shown = f"<{len(value):,} characters of base64: {filename[1:]}>"
-    else:
-        cls, name, value = "Cones2LoadResidual", "residual_name", filename
-        shown = repr(filename)
-    was = node["class_type"]
-    node["class_type"] = cls
+                             f"(by phrase[#occurrence], file name, id or title): {listing}")
+    node, filename = api[chosen[0]], filename.strip()
+    cls, name, value, shown = "Cones2LoadResidual", "residual_name", filename, repr(filename)
+    if filename.startswith("@"):  # the server checks the contents
+        path = Path(filename[1:]).expanduser()
+        if path.suffix.lower() != ".safetensors":
+            raise UsageError(f"--residual {spec!r}: an inline residual is a .safetensors file (a .pt is a pickle: "
+                             "convert it first, python scripts/convert_residual.py FILE.pt --subject PHRASE)")
+        try:
+            value = base64.b64encode(path.read_bytes()).decode("ascii")
+        except OSError as e:
+            raise UsageError(f"--residual {spec!r}: cannot read {path} ({e.strerror or e})") from None
+        cls, name, shown = "Cones2InlineResidual", "residual_base64", f"<{len(value):,} characters of base64: {path}>"
+    was, node["class_type"] = node["class_type"], cls
     node["inputs"] = {name: value, **{k: v for k, v in node.get("inputs", {}).items() if k not in RESIDUAL_NODES.values()}}
     return [f"{describe(api, chosen[0])}" + (f" (was {was})" if was != cls else "") + f" input {name!r} = {shown}"]
-
-
-def inline_file(spec: str, path_text: str) -> str:
-    """The base64 text of the local residual file ``path_text`` (the server checks its contents)."""
-    path = Path(path_text).expanduser()
-    if path.suffix.lower() != ".safetensors":
-        hint = (" (a .pt is a pickle: convert it first, python scripts/convert_residual.py FILE.pt --subject PHRASE)"
-                if path.suffix.lower() == ".pt" else "")
-        raise UsageError(f"--residual {spec!r}: an inline residual is a .safetensors file{hint}")
-    try:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
-    except OSError as e:
-        raise UsageError(f"--residual {spec!r}: cannot read {path} ({e.strerror or e})") from None
 
 
 def set_boxes(api: dict, lines: list[str]) -> list[str]:
@@ -599,9 +582,8 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
                     except (TypeError, KeyError, binascii.Error):
                         others.append(f"node {node_id}: a residual output without readable base64 (skipped)")
                         continue
-                    target = _free_name(out_dir / f"node{node_id}_residual.safetensors")
-                    target.write_bytes(data)
-                    files.append(target)
+                    files.append(_free_name(out_dir / f"node{node_id}_residual.safetensors"))
+                    files[-1].write_bytes(data)
             elif isinstance(items, list) and items and all(isinstance(i, dict) and "filename" in i for i in items):
                 for item in items:
                     query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
