@@ -201,7 +201,8 @@ def _load_safetensors(path: Path) -> Residual:
         return load_residual_bytes(path.read_bytes(), path.name)
     with path.open("rb") as f:  # only the header: enough to say what the large file is instead
         head = f.read(8)
-        head += f.read(min(int.from_bytes(head, "little"), MAX_HEADER_BYTES)) if len(head) == 8 else b""
+        if len(head) == 8 and int.from_bytes(head, "little") <= min(size - 8, MAX_HEADER_BYTES):
+            head += f.read(int.from_bytes(head, "little"))
     meta, shapes = _safetensors_header(head, path.name, size)
     _check_is_residual(meta, shapes, path.name)
     raise ResidualFileError(_too_large(path.name, size))

@@ -111,6 +111,12 @@ def test_a_large_file_is_refused_after_reading_only_its_header(tmp_path):
     path.write_bytes(payload({"residual": torch.zeros(300, 1024)}))
     with pytest.raises(rf.ResidualFileError, match=r"^model.safetensors: 1\.2 MiB is too large"):
         rf.load_residual(path)
+    torch.save(torch.zeros(300, 1024), path)  # a large .pt under the wrong suffix
+    with pytest.raises(rf.ResidualFileError, match=r"^model.safetensors: a torch \(.pt\) file, not safetensors"):
+        rf.load_residual(path)
+    path.write_bytes(b"\xff" * (rf.MAX_RESIDUAL_BYTES + 10))
+    with pytest.raises(rf.ResidualFileError, match=r"^model.safetensors: not a readable safetensors file \(its header"):
+        rf.load_residual(path)
 
 
 @pytest.mark.parametrize("width, said", [(1000, "1000 wide"), (320, "320 wide")])  # no text encoder's width
