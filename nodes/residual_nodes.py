@@ -15,6 +15,7 @@ from ..guidance.residual_placement import (
     add_residuals,
     locate_bindings,
 )
+from ..training.inline_residual import residual_from_base64
 from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
 from .node_errors import named_errors, node_message
 from .node_registry import register_nodes
@@ -81,6 +82,50 @@ class Cones2LoadResidual:
         with named_errors(self.NAME, value=(ResidualFileError,)):
             residual = load_residual(path)
         return bind(self.NAME, residual_name, residual, phrase, occurrence, strength, bindings)
+
+
+class Cones2InlineResidual:
+    """Load Residual for a residual carried in the workflow itself (base64 of its .safetensors); chainable."""
+
+    NAME = "Cones2InlineResidual"
+    DISPLAY_NAME = "Cones2 Inline Residual"
+    INPUT = "residual_base64"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                cls.INPUT: ("STRING", {"multiline": True, "default": "", "tooltip":
+                    "The residual's .safetensors file as base64 text (~7,000 characters), e.g. from "
+                    "'base64 -w0 dog.safetensors', run_workflow.py --residual dog=@dog.safetensors, or a "
+                    "training prompt's history. The workflow then carries the subject: no file on the server."}),
+                **BINDING_INPUTS,
+            },
+            "optional": {"bindings": CHAIN_INPUT},
+        }
+
+    RETURN_TYPES = (BINDINGS,)
+    RETURN_NAMES = ("bindings",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Reads a Cones 2 residual given inline as base64 (the same checks as a file; nothing is written) "
+                   "and binds it to a phrase occurrence, like Load Residual.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, residual_base64):
+        if residual_base64 is None:  # linked: checked when the node runs
+            return True
+        try:
+            residual_from_base64(residual_base64, cls.INPUT)
+        except ResidualFileError as e:
+            return node_message(cls.NAME, str(e))
+        return True
+
+    def load(self, residual_base64, phrase, occurrence, strength, bindings=None):
+        with named_errors(self.NAME, value=(ResidualFileError,)):
+            residual = residual_from_base64(residual_base64, self.INPUT)
+        name = f"the inline residual '{residual.subject}'" if residual.subject else "the inline residual"
+        return bind(self.NAME, name, residual, phrase, occurrence, strength, bindings)
 
 
 class Cones2BindResidual:
@@ -168,4 +213,4 @@ class Cones2ApplyResidual:
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(
-    Cones2LoadResidual, Cones2BindResidual, Cones2ApplyResidual)
+    Cones2LoadResidual, Cones2InlineResidual, Cones2BindResidual, Cones2ApplyResidual)

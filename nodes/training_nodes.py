@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 
@@ -11,6 +12,7 @@ import comfy.utils
 from ..comfy_adapters.folders import (
     CHECKPOINT_SUBFOLDER,
     CHECKPOINTS_LABEL,
+    RESIDUALS,
     checkpoint_file,
     checkpoint_names,
     new_checkpoint_path,
@@ -32,6 +34,7 @@ from .node_types import TRAINING_CATEGORY as CATEGORY
 log = logging.getLogger("cones2")
 
 NO_RESUME = "none"
+RESIDUAL_OUTPUT = "cones2_residual"  # Save Residual's history output: the saved file, its bytes as base64
 WIDGET_EXTRAS = {  # ComfyUI-only widget options of some settings
     "learning_rate": {"round": False},
     "preservation_weight": {"round": False},
@@ -163,7 +166,8 @@ class Cones2SaveResidual:
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = CATEGORY
-    DESCRIPTION = "Saves a trained residual as a .safetensors file in models/cones2_residuals."
+    DESCRIPTION = ("Saves a trained residual as a .safetensors file in models/cones2_residuals, and hands it "
+                   "back in the prompt's history (the file as base64) for API clients.")
 
     def save(self, residual, filename):
         name = filename.strip()
@@ -177,7 +181,11 @@ class Cones2SaveResidual:
         except (ResidualFileError, OSError) as e:
             raise RuntimeError(node_message(self.NAME, f"could not save the residual ({e}).")) from None
         log.info("%s: wrote %s", self.NAME, path)
-        return {"ui": {"text": [path.name]}, "result": (path.name,)}
+        # the file goes back in the prompt's history too, so a client of a stateless worker gets its subject
+        # (read back: safetensors writes metadata in no fixed order, and the client gets this very file)
+        returned = {"filename": path.name, "subfolder": "", "type": RESIDUALS, "subject": residual.subject,
+                    "base64": base64.b64encode(path.read_bytes()).decode("ascii")}
+        return {"ui": {"text": [path.name], RESIDUAL_OUTPUT: [returned]}, "result": (path.name,)}
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register_nodes(Cones2TrainResidual, Cones2SaveResidual)

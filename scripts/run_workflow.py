@@ -16,12 +16,15 @@ server. Ctrl-C cancels the run on the server.
 The flags that set inputs (--seed, --prompt, --residual, --box, --set, ...) and how each picks its
 node: docs/headless.md, or --help. A LoadImage/LoadImageMask image that the server does
 not have is uploaded if a file of that name is beside the workflow, or in an ``images/`` folder
-beside it or beside its parent folder.
+beside it or beside its parent folder. A trained residual in the history (Cones2 Save Residual) is
+saved as ``node<ID>_residual.safetensors``; ``--residual dog=@my_dog.safetensors`` inlines a local one.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import copy
 import json
 import os
@@ -47,6 +50,8 @@ DEFAULT_SERVER = "http://127.0.0.1:8188"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SEED_INPUTS = ("seed", "noise_seed", "sampler_seed")  # sampler_seed: Cones2PickBest reports it
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
+RESIDUAL_OUTPUT = "cones2_residual"  # Cones2SaveResidual's history output: the saved residual, base64
+RESIDUAL_NODES = {"Cones2LoadResidual": "residual_name", "Cones2InlineResidual": "residual_base64"}  # class: input
 # Inputs the --prompt search walks through, upstream of 'positive'/'negative'.
 CONDITIONING_INPUT = re.compile(r"^(conditioning.*|cond.*|positive|negative)$")
 NO_WEBSOCKET = ("(websocket-client is not installed: no live progress; following the run through /history. "
@@ -327,38 +332,52 @@ def _stem(name: str) -> str:
 
 
 def set_residual(api: dict, spec: str) -> list[str]:
+    """``[KEY=]FILE`` (on the server: Load Residual) or ``[KEY=]@LOCAL_FILE`` (its bytes inline: Inline Residual)."""
     key, eq, filename = spec.rpartition("=")
     if not eq:
         key, filename = "", spec
-    loaders = [k for k, n in api.items() if n.get("class_type") == "Cones2LoadResidual"]
+    loaders = [k for k, n in api.items() if n.get("class_type") in RESIDUAL_NODES]
     if not loaders:
-        raise UsageError("--residual: the workflow has no Cones2LoadResidual node")
+        raise UsageError("--residual: the workflow has no residual node (Cones2LoadResidual or Cones2InlineResidual)")
+    listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
+                        f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name', '(inline)')!r}"
+                        for k in loaders)
     key = key.strip()
     if not key:
         if len(loaders) != 1:
-            raise UsageError(f"--residual {spec!r}: the workflow has {len(loaders)} Cones2LoadResidual nodes; "
-                             "say which, e.g. --residual dog=my_dog.safetensors (" +
-                             "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r}" for k in loaders) + ")")
+            raise UsageError(f"--residual {spec!r}: the workflow has {len(loaders)} residual nodes; say which, "
+                             f"e.g. --residual dog=my_dog.safetensors ({listing})")
         chosen = loaders
     else:
         phrase, _, occ = key.partition("#")
         inputs = {k: api[k].get("inputs", {}) for k in loaders}
         chosen = [k for k in loaders if str(inputs[k].get("phrase", "")).strip().lower() == phrase.strip().lower()
                   and (not occ or str(inputs[k].get("occurrence", 1)) == occ.strip())]
-        chosen = chosen or [k for k in loaders if _stem(str(inputs[k].get("residual_name", ""))) == _stem(key)]
+        chosen = chosen or [k for k in loaders if "residual_name" in inputs[k]
+                            and _stem(str(inputs[k]["residual_name"])) == _stem(key)]
         try:
             chosen = chosen or [k for k in select_nodes(api, key) if k in loaders]
         except UsageError:
             pass
         if len(chosen) != 1:
-            listing = "; ".join(f"{describe(api, k)}: phrase {api[k]['inputs'].get('phrase')!r} occurrence "
-                                f"{api[k]['inputs'].get('occurrence')} file {api[k]['inputs'].get('residual_name')!r}"
-                                for k in loaders)
             what = "no" if not chosen else "more than one"
-            raise UsageError(f"--residual {spec!r}: {what} Cones2LoadResidual node matches {key!r} "
+            raise UsageError(f"--residual {spec!r}: {what} residual node matches {key!r} "
                              f"(by phrase[#occurrence], file name, id or title): {listing}")
-    api[chosen[0]]["inputs"]["residual_name"] = filename.strip()
-    return [f"{describe(api, chosen[0])} input 'residual_name' = {filename.strip()!r}"]
+    node, filename = api[chosen[0]], filename.strip()
+    cls, name, value, shown = "Cones2LoadResidual", "residual_name", filename, repr(filename)
+    if filename.startswith("@"):  # the server checks the contents
+        path = Path(filename[1:]).expanduser()
+        if path.suffix.lower() != ".safetensors":
+            raise UsageError(f"--residual {spec!r}: an inline residual is a .safetensors file (a .pt is a pickle: "
+                             "convert it first, python scripts/convert_residual.py FILE.pt --subject PHRASE)")
+        try:
+            value = base64.b64encode(path.read_bytes()).decode("ascii")
+        except OSError as e:
+            raise UsageError(f"--residual {spec!r}: cannot read {path} ({e.strerror or e})") from None
+        cls, name, shown = "Cones2InlineResidual", "residual_base64", f"<{len(value):,} characters of base64: {path}>"
+    was, node["class_type"] = node["class_type"], cls
+    node["inputs"] = {name: value, **{k: v for k, v in node.get("inputs", {}).items() if k not in RESIDUAL_NODES.values()}}
+    return [f"{describe(api, chosen[0])}" + (f" (was {was})" if was != cls else "") + f" input {name!r} = {shown}"]
 
 
 def set_boxes(api: dict, lines: list[str]) -> list[str]:
@@ -556,7 +575,16 @@ def save_outputs(client: Client, entry: dict, out_dir: Path, api: dict) -> tuple
     files, others = [], []
     for node_id, outputs in (entry.get("outputs") or {}).items():
         for key, items in outputs.items():
-            if isinstance(items, list) and items and all(isinstance(i, dict) and "filename" in i for i in items):
+            if key == RESIDUAL_OUTPUT and isinstance(items, list):  # a trained residual, its bytes in the history
+                for item in items:
+                    try:
+                        data = base64.b64decode(item["base64"], validate=True)
+                    except (TypeError, KeyError, binascii.Error):
+                        others.append(f"node {node_id}: a residual output without readable base64 (skipped)")
+                        continue
+                    files.append(_free_name(out_dir / f"node{node_id}_residual.safetensors"))
+                    files[-1].write_bytes(data)
+            elif isinstance(items, list) and items and all(isinstance(i, dict) and "filename" in i for i in items):
                 for item in items:
                     query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                                                     "type": item.get("type", "output")})
@@ -606,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="the positive prompt text")
     p.add_argument("--negative", help="the negative prompt text")
     p.add_argument("--checkpoint", help="the checkpoint file (every ckpt_name)")
-    p.add_argument("--residual", action="append", default=[], metavar="[KEY=]FILE", help="a residual file; repeatable")
+    p.add_argument("--residual", action="append", default=[], metavar="[KEY=]FILE",
+                   help="a residual file on the server, or @LOCAL_FILE to carry a local one in the workflow; repeatable")
     p.add_argument("--box", action="append", default=[], metavar="LINE",
                    help="a layout box line 'dog: x y width height [gamma]'; repeatable")
     p.add_argument("--image", action="append", default=[], metavar="[SEL=]PATH", help="upload an image for a LoadImage")

@@ -7,6 +7,8 @@ named ``residual`` plus string metadata (``format``, ``format_version``, ``subje
 files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
 ``torch.load(weights_only=True)``, which never unpickles code. ``SUFFIXES`` are the file
 types a residual may have: the model folder lists them and ``load_residual`` reads them.
+``load_residual_bytes`` is the one reader of the safetensors format, for files and for a
+residual's bytes given in a workflow (``inline_residual``): the checks live there once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as safetensors_tensors
 from safetensors.torch import save as safetensors_bytes
 
 from .atomic_files import write_atomic
@@ -33,6 +35,10 @@ SUFFIXES = (".safetensors", ".pt")  # this pack's format, the authors' torch fil
 # gradient; Adam divides its scale away), so even the node's extremes (lr 1e-2, 100,000 steps) leave
 # rows under ~2·32·(1 + 3·lr·steps) ≈ 2e5: a larger row was not made by training. README: Residual files.
 MAX_ROW_NORM = 1e6
+# A residual is ~5 KB (a few rows of 1024 float32 + metadata); the largest possible one (75 rows of a 2048-wide
+# encoder) is ~0.6 MB. More bytes than this are not a residual, and are refused before they are parsed, so a
+# workflow value (or a checkpoint dropped into the residual folder) never makes the server decode a large payload.
+MAX_RESIDUAL_BYTES = 1 << 20
 
 
 class ResidualFileError(ValueError):
@@ -190,24 +196,35 @@ def load_residual(path) -> Residual:
 
 
 def _load_safetensors(path: Path) -> Residual:
-    name = path.name
+    size = path.stat().st_size
+    if size <= MAX_RESIDUAL_BYTES:
+        return load_residual_bytes(path.read_bytes(), path.name)
+    with path.open("rb") as f:  # only the header: enough to say what the large file is instead
+        head = f.read(8)
+        if len(head) == 8 and int.from_bytes(head, "little") <= min(size - 8, MAX_HEADER_BYTES):
+            head += f.read(int.from_bytes(head, "little"))
+    meta, shapes = _safetensors_header(head, path.name, size)
+    _check_is_residual(meta, shapes, path.name)
+    raise ResidualFileError(_too_large(path.name, size))
+
+
+def load_residual_bytes(data: bytes, source: str) -> Residual:
+    """The residual in ``data``, the bytes of a ``.safetensors`` residual file; ``source`` names it in messages.
+
+    Only safetensors is parsed: a torch ``.pt`` payload (a pickle) is refused unread, and so is anything
+    over ``MAX_RESIDUAL_BYTES``. Every check of a residual file applies (format, version, base model,
+    metadata, width, NaN/inf, the norm bound). Nothing is written anywhere.
+    """
+    data = bytes(data)
+    if len(data) > MAX_RESIDUAL_BYTES:
+        raise ResidualFileError(_too_large(source, len(data)))
+    meta, shapes = _safetensors_header(data, source, len(data))
+    _check_is_residual(meta, shapes, source)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-            fmt = meta.get("format")
-            tensor = f.get_tensor("residual") if "residual" in shapes and fmt in (None, FORMAT_NAME) else None
-    except Exception as e:  # safetensors raises several types for a corrupt or truncated file
-        raise ResidualFileError(
-            f"{name}: not a readable safetensors file ({_first_line(e)}); it may be truncated or damaged: "
-            "get it again, or train the subject again."
-        ) from None
-    if tensor is None:
-        raise ResidualFileError(
-            f"{name}: not a Cones 2 residual: {_describe_tensors(shapes, fmt)}. A residual holds one tensor named "
-            f"'residual' [n_tokens, {EMBED_DIM}] (format '{FORMAT_NAME}'). {_kind_hint(shapes)}"
-            "Put only residual files in models/cones2_residuals."
-        )
+        tensor = safetensors_tensors(data)["residual"]
+    except Exception as e:  # safetensors raises several types for a corrupt or truncated payload
+        raise ResidualFileError(_unreadable(source, _first_line(e))) from None
+    name = source
     version = meta.get("format_version", str(FORMAT_VERSION))
     if not version.isdigit() or int(version) > FORMAT_VERSION:
         raise ResidualFileError(
@@ -220,10 +237,64 @@ def _load_safetensors(path: Path) -> Residual:
     try:
         token_ids = json.loads(meta["token_ids"]) if "token_ids" in meta else None
         training = json.loads(meta["training"]) if "training" in meta else {}
-    except json.JSONDecodeError as e:
+        if not isinstance(training, dict) or not (token_ids is None or (
+                isinstance(token_ids, list) and all(type(t) is int for t in token_ids))):
+            raise ValueError("token_ids must be a list of whole numbers, training a table")
+    except ValueError as e:  # json.JSONDecodeError is one
         raise ResidualFileError(f"{name}: damaged metadata ({e}); convert or train it again.") from None
     return make_residual(tensor, subject=meta.get("subject"), token_ids=token_ids, base_model=base,
                          training=training, source=name)
+
+
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a zip .pt; a legacy pickle
+
+
+def _safetensors_header(data: bytes, source: str, size: int) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """(metadata, {tensor name: shape}, sorted by name) from the header at the start of ``data``, a
+    safetensors file of ``size`` bytes; ResidualFileError (naming ``source``) if it is not one."""
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else None
+    if n is None or n > size - 8 or n > MAX_HEADER_BYTES:
+        if data.startswith(TORCH_MAGIC):
+            raise ResidualFileError(
+                f"{source}: a torch (.pt) file, not safetensors; it was not read (a .pt is a pickle, which can "
+                "run code; only safetensors is read here). Convert it (python scripts/convert_residual.py "
+                "FILE.pt --subject PHRASE) and use the .safetensors it writes, or put it in "
+                "models/cones2_residuals with the .pt suffix (read there as plain tensors only)."
+            )
+        what = (f"{len(data)} bytes, shorter than a safetensors header" if n is None
+                else f"its header claims {n} bytes but {max(size - 8, 0)} follow")
+        raise ResidualFileError(_unreadable(source, what))
+    try:
+        header = json.loads(data[8:8 + n])
+        meta = header.pop("__metadata__", None) or {}
+        shapes = {k: [int(d) for d in header[k]["shape"]] for k in sorted(header)}
+        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise ValueError("its metadata is not a table of strings")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ResidualFileError(_unreadable(source, f"damaged header: {_first_line(e)}")) from None
+    return meta, shapes
+
+
+def _check_is_residual(meta: dict[str, str], shapes: dict[str, list[int]], source: str) -> None:
+    fmt = meta.get("format")
+    if "residual" not in shapes or fmt not in (None, FORMAT_NAME):
+        raise ResidualFileError(
+            f"{source}: not a Cones 2 residual: {_describe_tensors(shapes, fmt)}. A residual holds one tensor named "
+            f"'residual' [n_tokens, {EMBED_DIM}] (format '{FORMAT_NAME}'). {_kind_hint(shapes)}"
+            "Put only residual files in models/cones2_residuals."
+        )
+
+
+def _unreadable(source: str, why: str) -> str:
+    return (f"{source}: not a readable safetensors file ({why}); it may be truncated or damaged: "
+            "get it again, or train the subject again.")
+
+
+def _too_large(source: str, size: int) -> str:
+    return (f"{source}: {size / 2**20:.1f} MiB is too large for a residual; the cap is {MAX_RESIDUAL_BYTES // 2**20} "
+            f"MiB (a residual is ~5 KB, and the largest possible one ~0.6 MB), so this is not a residual: pick "
+            "the subject's .safetensors residual file.")
 
 
 def _load_torch(path: Path) -> Residual:

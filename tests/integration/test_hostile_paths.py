@@ -193,3 +193,27 @@ def test_a_hostile_residual_name_posted_to_the_server_is_refused_like_a_missing_
         details[name] = (error["type"], error["message"])  # ComfyUI's own list check: "Value not in list"
     assert len(set(details.values())) == 1, details
     assert (outside / "victim.safetensors").read_bytes() == b"not yours"
+
+
+def test_an_inline_residual_never_reads_or_writes_a_file_whatever_its_value(host, outside, hostile_names):
+    """Cones2InlineResidual names no file: a path or name given as its value is refused as not base64, the same
+    whether the file exists or not, and nothing on disk is opened, listed or written."""
+    from cones2_test_support.disk_access import disk_access
+
+    folder = host.models_dir("cones2_residuals")
+    folder.mkdir(parents=True, exist_ok=True)
+    node = host.node("Cones2InlineResidual")
+    names = hostile_names(folder, outside, "victim.safetensors")
+    before = (outside / "victim.safetensors").read_bytes()
+    answers = {}
+    with disk_access() as events:
+        for name in names:
+            answers[name] = node.VALIDATE_INPUTS(residual_base64=name, phrase="dog", occurrence=1, strength=1.0)
+            with pytest.raises(ValueError) as e:
+                host.run("Cones2InlineResidual", residual_base64=name, phrase="dog", occurrence=1, strength=1.0)
+            assert str(e.value) == answers[name]
+    assert events == []
+    assert all(a.startswith("Cones2InlineResidual: residual_base64: not valid base64") for a in answers.values()), answers
+    # an existing victim and a missing name read alike: no existence oracle
+    assert answers["link_victim.safetensors"] == answers["missing_victim.safetensors"].replace("missing_", "link_")
+    assert (outside / "victim.safetensors").read_bytes() == before

@@ -154,9 +154,12 @@ def test_each_api_workflow_runs_headless_through_the_runner(name, server, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     files = printed_files(result)
     assert all(f.parent == tmp_path and f.is_file() for f in files)
-    saved = [f for f in files if not f.name.startswith("ComfyUI_temp")]
+    residuals = [f for f in files if f.suffix == ".safetensors"]  # trained residuals, from the history
+    saved = [f for f in files if not f.name.startswith("ComfyUI_temp") and f not in residuals]
     previews = [f for f in files if f.name.startswith("ComfyUI_temp")]  # the layout drawn over the image
     classes = [n["class_type"] for n in api.values()]
+    assert [f.name for f in residuals] == [f"node{k}_residual.safetensors" for k, n in api.items()
+                                           if n["class_type"] == "Cones2SaveResidual"]
     assert len(saved) == classes.count("SaveImage") == 1 and len(previews) == classes.count("PreviewImage"), result.stdout
     expected = copy.deepcopy(api)
     for node in expected.values():

@@ -1,5 +1,6 @@
 """The headless runner without a server: input overrides, node selection, error formatting, the formats it takes."""
 
+import base64
 import json
 import socket
 
@@ -124,15 +125,85 @@ def test_residual_picks_by_phrase_occurrence_file_or_title():
     rw.set_residual(api, "dog1=first.safetensors")  # the current file name, without extension
     assert [api[k]["inputs"]["residual_name"] for k in ("4", "5", "6")] == [
         "first.safetensors", "other_dog.safetensors", "my_barn.safetensors"]
-    with pytest.raises(rw.UsageError, match="more than one Cones2LoadResidual node matches 'dog'"):
+    with pytest.raises(rw.UsageError, match="more than one residual node matches 'dog'"):
         rw.set_residual(api, "dog=x.safetensors")
-    with pytest.raises(rw.UsageError, match="has 3 Cones2LoadResidual nodes; say which"):
+    with pytest.raises(rw.UsageError, match="has 3 residual nodes; say which"):
         rw.set_residual(api, "x.safetensors")
-    with pytest.raises(rw.UsageError, match="no Cones2LoadResidual node matches 'cat'"):
+    with pytest.raises(rw.UsageError, match="no residual node matches 'cat'"):
         rw.set_residual(api, "cat=x.safetensors")
     one = json.loads((WORKFLOWS / "api" / "two_subjects_boxes.json").read_text())
     rw.set_residual(one, "Subject 2: flower=rose.safetensors")  # by title
     assert one["5"]["inputs"]["residual_name"] == "rose.safetensors"
+
+
+def test_residual_at_file_carries_the_local_file_in_the_workflow(tmp_path):
+    data = bytes(range(256)) * 20
+    (tmp_path / "my_dog.safetensors").write_bytes(data)
+    api = graph()
+    before = {k: dict(api[k]["inputs"]) for k in ("4", "5")}
+    changes = rw.set_residual(api, f"dog#2=@{tmp_path / 'my_dog.safetensors'}")
+    node = api["5"]
+    assert node["class_type"] == "Cones2InlineResidual" and node["_meta"] == graph()["5"]["_meta"]
+    assert base64.b64decode(node["inputs"]["residual_base64"]) == data
+    assert "residual_name" not in node["inputs"]
+    assert {k: v for k, v in node["inputs"].items() if k != "residual_base64"} == {
+        k: v for k, v in before["5"].items() if k != "residual_name"}  # phrase, occurrence, strength, the chain link
+    assert api["4"]["inputs"] == before["4"] and api["4"]["class_type"] == "Cones2LoadResidual"
+    assert changes == [f"node 5 (Cones2InlineResidual, {node['_meta']['title']!r}) (was Cones2LoadResidual) input "
+                       f"'residual_base64' = <{len(node['inputs']['residual_base64']):,} characters of base64: "
+                       f"{tmp_path / 'my_dog.safetensors'}>"]
+    # an inline node is found again by phrase, id or title, and a server file name turns it back
+    rw.set_residual(api, "dog#2=@" + str(tmp_path / "my_dog.safetensors"))
+    rw.set_residual(api, "5=back.safetensors")
+    assert api["5"]["class_type"] == "Cones2LoadResidual" and api["5"]["inputs"] == {**before["5"],
+                                                                                      "residual_name": "back.safetensors"}
+
+
+def test_residual_at_file_refuses_what_cannot_be_inlined(tmp_path):
+    (tmp_path / "dog.pt").write_bytes(b"x")
+    with pytest.raises(rw.UsageError, match=r"an inline residual is a .safetensors file \(a .pt is a pickle: convert"):
+        rw.set_residual(graph(), f"barn=@{tmp_path / 'dog.pt'}")
+    with pytest.raises(rw.UsageError, match="cannot read .*missing.safetensors"):
+        rw.set_residual(graph(), f"barn=@{tmp_path / 'missing.safetensors'}")
+    with pytest.raises(rw.UsageError, match="no residual node matches 'cat'"):
+        rw.set_residual(graph(), f"cat=@{tmp_path / 'dog.pt'}")
+
+
+def test_print_prompt_writes_a_self_contained_workflow(tmp_path, capsys):
+    (tmp_path / "rex.safetensors").write_bytes(b"residual bytes")
+    path = WORKFLOWS / "api" / "two_subjects_boxes.json"
+    assert rw.main([str(path), "--print-prompt", "--residual", f"dog=@{tmp_path / 'rex.safetensors'}"]) == 0
+    api = json.loads(capsys.readouterr().out)
+    assert api["4"]["class_type"] == "Cones2InlineResidual"
+    assert base64.b64decode(api["4"]["inputs"]["residual_base64"]) == b"residual bytes"
+
+
+class FakeViews:
+    """The /view route of a client: only images are fetched through it."""
+
+    def __init__(self):
+        self.asked = []
+
+    def get(self, route):
+        self.asked.append(route)
+        return b"png"
+
+
+def test_a_trained_residual_in_the_history_is_saved_beside_the_images(tmp_path):
+    data = b"safetensors bytes"
+    entry = {"outputs": {
+        "4": {"text": ["dog.safetensors"], "cones2_residual": [
+            {"filename": "dog.safetensors", "subfolder": "", "type": "cones2_residuals", "subject": "dog",
+             "base64": base64.b64encode(data).decode()}]},
+        "9": {"images": [{"filename": "img_00001_.png", "subfolder": "", "type": "output"}]},
+        "12": {"cones2_residual": [{"filename": "x.safetensors", "base64": "%%%"}]}}}
+    (tmp_path / "node4_residual.safetensors").write_bytes(b"older run")
+    client = FakeViews()
+    files, others = rw.save_outputs(client, entry, tmp_path, {})
+    assert [f.name for f in files] == ["node4_residual-1.safetensors", "img_00001_.png"]
+    assert files[0].read_bytes() == data and (tmp_path / "node4_residual.safetensors").read_bytes() == b"older run"
+    assert len(client.asked) == 1 and "img_00001_.png" in client.asked[0]  # the residual is never fetched
+    assert others == ["node 4:\ndog.safetensors", "node 12: a residual output without readable base64 (skipped)"]
 
 
 def test_boxes_replace_the_layout_text():
