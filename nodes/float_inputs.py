@@ -13,7 +13,7 @@ EVERY input that function reads (a bad resume_from under learning_rate), so the 
 - a class whose only checked input is one FLOAT gets a ``VALIDATE_INPUTS`` of that input:
   /prompt refuses NaN, an infinity or an out-of-range value at that input, in the pack's
   words (naming the input there turns ComfyUI's own min/max check off for it). A class with
-  its own ``VALIDATE_INPUTS`` must read one input and have no FLOAT input.
+  its own ``VALIDATE_INPUTS`` (which must read one input) leaves its FLOATs to the next two.
 - every other FLOAT is range-checked by ComfyUI itself, at its input (an infinity too);
 - a guard on the FUNCTION refuses NaN and infinities when the node runs, before it does any
   work, as the node's own message: linked values (validation sees those as None, and
@@ -112,9 +112,9 @@ def check_float_inputs(cls):
     if own is not None:
         names = inspect.getfullargspec(own).args
         names = names[1:] if names[:1] == ["cls"] else names
-        if specs or len(names) != 1:  # a developer's mistake: caught when the pack loads, in every test run
-            raise TypeError(f"{cls.NAME}: VALIDATE_INPUTS reads {names} and the node has FLOAT inputs {list(specs)}; "
-                            "ComfyUI would show its refusals under every input it reads. Read one input, or none.")
+        if len(names) != 1:  # a developer's mistake: caught when the pack loads, in every test run
+            raise TypeError(f"{cls.NAME}: VALIDATE_INPUTS reads {names}; ComfyUI would show its refusals under "
+                            "every input it reads. Read one input.")
     elif len(specs) == 1:
         ((name, spec),) = specs.items()
         cls.VALIDATE_INPUTS = _ValidateFloatInputs(cls, name, spec)

@@ -95,15 +95,14 @@ def bad_values(host):
 def test_bad_values_are_refused_at_validation_and_at_run_with_the_same_words(host):
     cls = host.node(NODE)
     for value, said in bad_values(host):
-        answer = cls.VALIDATE_INPUTS(residual_base64=value, phrase="dog", occurrence=1, strength=1.0)
+        answer = cls.VALIDATE_INPUTS(residual_base64=value)
         assert isinstance(answer, str) and answer.startswith(f"{NODE}: "), (said, answer)
         assert re.match(f"{NODE}: {said}", answer), answer
         with pytest.raises(ValueError) as e:
             bind_inline(host, value, phrase="dog")
         assert str(e.value) == answer
-    assert cls.VALIDATE_INPUTS(residual_base64=None, phrase="dog", occurrence=1, strength=1.0) is True  # linked
-    assert cls.VALIDATE_INPUTS(residual_base64=inline(host, torch.ones(1, 1024)), phrase="", occurrence=1,
-                               strength=1.0) is True
+    assert cls.VALIDATE_INPUTS(residual_base64=None) is True  # linked
+    assert cls.VALIDATE_INPUTS(residual_base64=inline(host, torch.ones(1, 1024))) is True
 
 
 def test_inline_values_never_touch_the_disk(host):
@@ -112,7 +111,7 @@ def test_inline_values_never_touch_the_disk(host):
     bind_inline(host, values[-1])  # warm: anything loaded lazily on first use is loaded now
     with disk_access() as events:
         for value in values:
-            cls.VALIDATE_INPUTS(residual_base64=value, phrase="dog", occurrence=1, strength=1.0)
+            cls.VALIDATE_INPUTS(residual_base64=value)
             try:
                 bind_inline(host, value, phrase="dog")
             except ValueError:
