@@ -3,8 +3,9 @@
 Everything model-specific comes in as plain callables and modules, so this file never
 touches ComfyUI:
 
-- ``encoder``: a trainable ``ClipTextEncoder`` (float32; its weights are a copy);
-- ``tokenize``: text -> content token ids of SD2's tokenizer;
+- ``encoder``: a trainable ``ClipTextEncoder``, or a ``ConcatTextEncoder`` of several (SDXL)
+  (float32; its weights are a copy);
+- ``tokenize``: text -> content token ids of the model's tokenizer;
 - ``encode_image``: ``[1, H, W, 3]`` pixels in 0..1 -> model-scaled latents;
 - ``denoiser``: ``(x_t, t, context) -> raw model output`` (eps or v), gradients flowing
   to ``context``; ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` and ``t`` integer timesteps;
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import corpus
-from .clip_text import ClipTextEncoder, weights_fingerprint
+from .clip_text import TextEncoder, weights_fingerprint
 from .errors import TrainingDivergedError, TrainingInputError, TrainingOutOfMemoryError, TrainingResumeError
 from .losses import (
     PREDICTIONS,
@@ -212,7 +213,7 @@ class _Phase:
 
 
 @contextlib.contextmanager
-def _checked_layers(encoder: ClipTextEncoder, between):
+def _checked_layers(encoder: TextEncoder, between):
     """Call ``between`` (a cancel check) after every encoder layer: a cancel then lands within one layer."""
     encoder.between_layers = between
     try:
@@ -222,7 +223,7 @@ def _checked_layers(encoder: ClipTextEncoder, between):
 
 
 @torch.no_grad()
-def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, device, between, encoded=None,
+def _encode_chunks(encoder: TextEncoder, ids: torch.Tensor, start: int, device, between, encoded=None,
                    chunk=ENCODE_CHUNK):
     """(prefix hidden before layer ``start`` or None, final outputs), float32, for every row of ``ids``."""
     prefixes, outs = [], []
@@ -239,7 +240,7 @@ def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, devi
     return (torch.cat(prefixes) if start else None), torch.cat(outs)
 
 
-def train_residual(*, encoder: ClipTextEncoder, tokenize: Tokenize, phrase: str, images: Sequence[torch.Tensor],
+def train_residual(*, encoder: TextEncoder, tokenize: Tokenize, phrase: str, images: Sequence[torch.Tensor],
                    encode_image: EncodeImage, denoiser: Denoiser, alphas_cumprod: torch.Tensor, prediction: str,
                    settings: TrainSettings = TrainSettings(), special: SpecialTokens = SD2_SPECIAL,  # noqa: B008 (frozen)
                    device=None, progress: Callable[[int, int, dict], None] | None = None,
