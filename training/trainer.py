@@ -41,6 +41,7 @@ from .losses import (
     official_preservation_loss,
     paper_preservation_loss,
 )
+from .model_families import REFERENCE
 from .prompt_ids import (
     SD2_SPECIAL,
     PromptError,
@@ -85,9 +86,10 @@ class TrainResult:
     seconds: float  # wall time of the steps run in this call
     steps_run: int
     metadata: dict = field(default_factory=dict)  # for the residual file's `training` entry
+    base_model: str = REFERENCE.key  # the model family's key (training.model_families), set by the host adapter
 
 
-MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the SD2 checkpoint file it was trained on
+MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the checkpoint file it was trained on
 TRAINING_CHECKPOINT = "training_checkpoint"  # key: the run's resumable state file (output/cones2_training/)
 
 
