@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..training.model_families import SD1, SDXL
 from .workflow_builder import Graph
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
@@ -176,42 +177,68 @@ Headless, from the pack folder (the runner uploads the image from workflows/imag
     return g
 
 
-@workflow
-def train_residual() -> Graph:
-    """(d) Train a residual from a folder of photos and save it."""
-    g = Graph("train_residual")
+def _training(name: str, ckpt: str, model_title: str, model_note: str, **settings) -> Graph:
+    """The training graph on one model family: photos -> Cones2TrainResidual -> saved residual + loss curve."""
+    g = Graph(name)
     # Nodes first, notes after: node ids 1-5 are those of the training helper's first API graph.
-    model = g.node("CheckpointLoaderSimple", col=0, title="SD2.1 checkpoint (512 base: eps; 768: v-prediction)",
-                   ckpt_name=SD21_BASE)
+    model = g.node("CheckpointLoaderSimple", col=0, title=model_title, ckpt_name=ckpt)
     photos = g.node("LoadImageSetFromFolderNode", col=1, title="Subject photos (a folder under ComfyUI/input)",
                     folder="cones2_subject", resize_method="None")
     train = g.node("Cones2TrainResidual", col=2, model=model[0], clip=model[1], vae=model[2], images=photos[0],
-                   phrase="dog", checkpoint_every=500)
+                   phrase="dog", checkpoint_every=500, **settings)
     save = g.node("Cones2SaveResidual", col=3, title="Save to models/cones2_residuals", residual=train[0],
                   filename="my_dog")
     plot = g.node("SaveImage", col=3, title="Loss curve", images=train[2], filename_prefix="cones2_loss")
     g.note(f"""\
 ## Train a subject
 
-Put 3-5 photos of the subject, all of one size (e.g. cropped square to 512x512), in a folder
+Put 3-5 photos of the subject, all of one size (e.g. cropped square), in a folder
 under ComfyUI's `input` folder (here `input/cones2_subject/`; pick yours in the list, or set
 `resize_method` to stretch them to the first one's size), type its class word (`dog`,
 `robot toy`) in `phrase`, and queue. The residual is saved in `models/cones2_residuals/` under
-the file name given (a new name if it exists): use it with Load Residual. The progress bar
-counts steps; Cancel stops within one step; `checkpoint_every` saves a state that
-`resume_from` continues.
+the file name given (a new name if it exists): use it with Load Residual on the same kind of
+checkpoint (it records its model family). The progress bar counts steps; Cancel stops within
+one step; `checkpoint_every` saves a state that `resume_from` continues.
 
-Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json
+Headless, from the pack folder: `{RUNNER} workflows/api/{name}.json
 --set "Subject photos (a folder under ComfyUI/input).folder=my_cat" --set Cones2TrainResidual.phrase=cat
 --set Cones2SaveResidual.filename=my_cat`""", col=0, row=-1, title="Read me", ui_size=(420, None))
-    note = g.note(f"""\
-**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
-pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-prediction).""", col=0, title="Model")
+    note = g.note(model_note, col=0, title="Model")
     g.group("Model", [model, note])
     g.group("Photos", [photos])
     g.group("Train", [train])
     g.group("Result", [save, plot])
     return g
+
+
+@workflow
+def train_residual() -> Graph:
+    """(d) Train a residual from a folder of photos and save it (SD2.x)."""
+    return _training("train_residual", SD21_BASE, "SD2.1 checkpoint (512 base: eps; 768: v-prediction)", f"""\
+**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
+pick yours. `resolution` 0 trains at the model's own size: 512 on SD2.1-base, 768 on SD2.1 768
+(v-prediction).""")
+
+
+@workflow
+def train_residual_sd15() -> Graph:
+    """(d) Train a residual on an SD1.5 checkpoint (CLIP-L, 768-wide rows)."""
+    return _training("train_residual_sd15", SD1.checkpoint, "SD1.5 checkpoint", f"""\
+**Checkpoint**: `{SD1.checkpoint}` is a placeholder for an SD1.x checkpoint in
+`models/checkpoints` (fine-tunes included): pick yours. `resolution` 0 trains at {SD1.resolution} px. The residual
+is {SD1.width} wide and works with SD1.x checkpoints only.""")
+
+
+@workflow
+def train_residual_sdxl() -> Graph:
+    """(d) Train a residual on an SDXL checkpoint (CLIP-L + OpenCLIP bigG, both trained; 2048-wide rows)."""
+    return _training("train_residual_sdxl", SDXL.checkpoint, "SDXL checkpoint", f"""\
+**Checkpoint**: `{SDXL.checkpoint}` is a placeholder for an SDXL-family checkpoint in
+`models/checkpoints` (SSD-1B, Segmind Vega and KOALA too): pick yours. Both text encoders train;
+the pooled vector stays the frozen encoder's. `resolution` 0 trains at {SDXL.resolution} px; `train_layers`
+8 trains the last 8 layers of each encoder (a low-memory setting; 0 = both whole, as the paper
+trains SD2's one encoder). The residual is {SDXL.width} wide and works with SDXL checkpoints only.""",
+                     train_layers=8)
 
 
 @workflow
