@@ -198,3 +198,28 @@ def test_a_variant_whose_unet_needs_more_than_text_is_refused(host, sd1):
                                          r"takes more than a text prompt .* load a plain SD1.x one \(e.g. "
                                          r"v1-5-pruned-emaonly.safetensors\)"):
         train(host, model, clip, vae)
+
+
+@pytest.mark.parametrize("name, prediction, size", [("sd1", "eps", 512), ("sd2", "eps", 512), ("sd2", "v", 768)])
+def test_resolution_0_trains_at_the_models_own_size(host, request, monkeypatch, name, prediction, size):
+    """Checked where the adapter hands the settings to the core loop (nothing heavy runs after)."""
+    from cones2.devtools.comfy_host import load_core_extras
+
+    model, clip, vae = request.getfixturevalue(name)
+    if prediction == "v":
+        load_core_extras(host)
+        (model,) = host.run("ModelSamplingDiscrete", model=model, sampling="v_prediction", zsnr=False)
+    tc = pack_module(host, "comfy_adapters.training")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def core(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(tc, "train_residual", core)
+    with pytest.raises(Stop):
+        train(host, model, clip, vae, resolution=0)
+    assert seen["settings"].resolution == size and seen["prediction"] == prediction
