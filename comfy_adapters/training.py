@@ -37,7 +37,6 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from torch.utils.checkpoint import checkpoint
 
 from ..guidance.prompt_tokens import content_tokens
-from ..training import corpus
 from ..training.clip_text import ClipTextEncoder, ConcatTextEncoder, TextEncoder, encoder_from_state_dict
 from ..training.errors import TrainingInputError
 from ..training.model_families import SD2, SDXL, ModelFamily, ModelFamilyError
@@ -50,6 +49,7 @@ from ..training.trainer import (
     check_resume_settings,
     check_settings,
     train_residual,
+    training_prompt,
 )
 from .model_families import matching_family
 
@@ -239,8 +239,10 @@ def _encoder_copy(module, layer_index: int | None, device) -> ClipTextEncoder:
                                        final_norm=final_norm, device=device)
 
 
-def trainable_encoder(clip, family: ModelFamily, tokenize, special: SpecialTokens, device) -> TextEncoder:
-    """A float32 copy of the CLIP's text encoder(s), checked to encode exactly as ComfyUI does.
+def trainable_encoder(clip, family: ModelFamily, tokenize, special: SpecialTokens, device,
+                      check_text: str = CHECK_PROMPT) -> tuple[TextEncoder, torch.Tensor | None]:
+    """A float32 copy of the CLIP's text encoder(s), checked to encode ``check_text`` exactly as ComfyUI does,
+    and ComfyUI's pooled vector of ``check_text`` (from the same call; SDXL's is the ADM input's).
 
     SDXL: a ``ConcatTextEncoder`` of CLIP-L and OpenCLIP bigG in ComfyUI's order, each with its
     tokenizer's padding (CLIP-L: the end token; bigG: 0)."""
@@ -257,39 +259,40 @@ def trainable_encoder(clip, family: ModelFamily, tokenize, special: SpecialToken
             tok = getattr(clip.tokenizer, f"clip_{key}")
             pads.append(tok.pad_token if tok.pad_token is not None else tok.end_token)
         encoder = ConcatTextEncoder(parts, pads=pads, end=special.end)
-    _check_encoding(encoder, clip, tokenize, special, device)
-    return encoder
+    pooled = _check_encoding(encoder, clip, tokenize, special, device, check_text)
+    return encoder, pooled
 
 
-def _check_encoding(encoder: TextEncoder, clip, tokenize, special: SpecialTokens, device) -> None:
-    ids = [special.start, *tokenize(CHECK_PROMPT), special.end]
+def _check_encoding(encoder: TextEncoder, clip, tokenize, special: SpecialTokens, device,
+                    text: str = CHECK_PROMPT) -> torch.Tensor | None:
+    ids = [special.start, *tokenize(text), special.end]
     ids += [special.pad] * (special.length - len(ids))
     with torch.inference_mode(False), torch.no_grad():
         ours = encoder(torch.tensor([ids], device=device)).float().cpu()
-    theirs = clip.encode_from_tokens(clip.tokenize(CHECK_PROMPT)).float().cpu()
+        theirs, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    theirs = theirs.float().cpu()
     err = float((ours - theirs).norm() / theirs.norm().clamp_min(1e-12)) if ours.shape == theirs.shape else math.inf
     if not err <= MAX_RELATIVE_ENCODING_ERROR:
         raise TrainingInputError(
             f"the trainable copy of this CLIP does not reproduce ComfyUI's encoding (relative error {err:.3g}). "
             "Connect the checkpoint's CLIP directly (no custom text-encoder nodes in between)."
         )
+    return pooled.detach().float().cpu().clone() if pooled is not None else None
 
 
-def pooled_condition(model, clip, text: str, resolution: int) -> torch.Tensor | None:
-    """The UNet's ADM input ``y`` ``[1, adm]`` for training on ``text`` at ``resolution`` px, or None (SD1, SD2).
+def adm_condition(model, pooled: torch.Tensor | None, resolution: int) -> torch.Tensor | None:
+    """The UNet's ADM input ``y`` ``[1, adm]`` for training at ``resolution`` px, or None (SD1, SD2).
 
-    SDXL: the FROZEN CLIP's pooled vector of ``text`` (a residual changes rows, never the pooled
-    vector, so training sees what inference gives) and the size conditioning of a plain
-    CLIPTextEncode at that size (width = height = the image, no crop), through the model's own
-    ``encode_adm``.
+    SDXL: ``pooled``, the FROZEN CLIP's pooled vector of the training prompt (a residual changes
+    rows, never the pooled vector, so training sees what inference gives), and the size
+    conditioning of a plain CLIPTextEncode at that size (width = height = the image, no crop),
+    through the model's own ``encode_adm``.
     """
     if not isinstance(model.model, comfy.model_base.SDXL):
         return None
     with torch.inference_mode(False), torch.no_grad():
-        _, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-        y = model.model.encode_adm(pooled_output=pooled.float().cpu(), width=resolution, height=resolution,
-                                   crop_w=0, crop_h=0, target_width=resolution, target_height=resolution,
-                                   device=torch.device("cpu"))
+        y = model.model.encode_adm(pooled_output=pooled, width=resolution, height=resolution, crop_w=0, crop_h=0,
+                                   target_width=resolution, target_height=resolution, device=torch.device("cpu"))
     return y.detach().float().clone()
 
 
@@ -319,7 +322,7 @@ def _checkpointed(forward):
 class ComfyDenoiser:
     """The MODEL's UNet as the core's ``denoiser(x_t, t, context) -> eps or v``, frozen, gradients to ``context``.
 
-    ``y``: the ADM input ``[1, adm]`` (SDXL's pooled vector and sizes, ``pooled_condition``), the same
+    ``y``: the ADM input ``[1, adm]`` (SDXL's pooled vector and sizes, ``adm_condition``), the same
     for every call; None for UNets without one.
 
     Use as a context manager: with ``gradient_checkpointing``, entering wraps the UNet's res-
@@ -409,10 +412,10 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
     check_images(images)
     if resume_path:
         check_resume_settings(resume_path, settings, phrase, phrase_ids, prediction)
+    prompt = training_prompt(tokenize, phrase, phrase_ids, settings, special).texts[0]
     device = comfy.model_management.get_torch_device()
-    encoder = trainable_encoder(clip, family, tokenize, special, device)
-    y = pooled_condition(model, clip, corpus.fill(settings.training_prompt, " ".join(phrase.split())),
-                         settings.resolution)
+    encoder, pooled = trainable_encoder(clip, family, tokenize, special, device, check_text=prompt)
+    y = adm_condition(model, pooled, settings.resolution)
     schedule = alphas_cumprod(model)
     with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing, y=y) as denoiser, \
             host_training_flag():

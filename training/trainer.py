@@ -44,6 +44,7 @@ from .losses import (
 from .model_families import REFERENCE
 from .prompt_ids import (
     SD2_SPECIAL,
+    PromptBatch,
     PromptError,
     SpecialTokens,
     Tokenize,
@@ -179,14 +180,20 @@ def _losses_template() -> dict[str, list[float]]:
     return {"loss": [], "diffusion": [], "preservation": []}
 
 
+def training_prompt(tokenize: Tokenize, phrase: str, phrase_ids, settings: TrainSettings,
+                    special: SpecialTokens) -> PromptBatch:
+    """The training prompt (``settings.training_prompt`` with the phrase) as a one-prompt batch; PromptError if unusable."""
+    text = corpus.fill(settings.training_prompt, " ".join(phrase.split()))
+    try:
+        return encode_prompts(tokenize, [text], phrase_ids, special)
+    except PromptError as e:
+        raise PromptError(f"training_prompt: {e} Write it with {{}} where the phrase goes, once.") from None
+
+
 def build_prompts(tokenize: Tokenize, phrase: str, settings: TrainSettings, special: SpecialTokens):
     """(phrase ids, training prompt, the paper term's sentences or None (λ = 0: None), residual prompts)."""
     phrase_ids = phrase_token_ids(tokenize, phrase, special)
-    text = corpus.fill(settings.training_prompt, phrase)
-    try:
-        train_prompt = encode_prompts(tokenize, [text], phrase_ids, special)
-    except PromptError as e:
-        raise PromptError(f"training_prompt: {e} Write it with {{}} where the phrase goes, once.") from None
+    train_prompt = training_prompt(tokenize, phrase, phrase_ids, settings, special)
     # λ = 0 turns the paper's term off: its sentences are then neither encoded nor trained through
     paper_term = settings.preservation == "paper" and settings.preservation_weight > 0
     sentences = None

@@ -108,10 +108,17 @@ def test_the_first_step_loss_is_comfyuis_own_for_the_training_prompt(host, famil
     assert trained["loss"]["diffusion"][0] == pytest.approx(want, rel=2e-3)
 
 
+def test_sd1_and_sd2_take_no_adm_input(host, sd1, sd2):
+    tc = pack_module(host, "comfy_adapters.training")
+    assert tc.adm_condition(sd1[0], torch.ones(1, 768), 64) is None
+    assert tc.adm_condition(sd2[0], torch.ones(1, 1024), 64) is None
+
+
 def test_sdxl_trains_with_the_frozen_pooled_vector_and_the_images_size(host, sdxl):
     model, clip, _ = sdxl
     tc = pack_module(host, "comfy_adapters.training")
-    y = tc.pooled_condition(model, clip, PROMPT, 64)
+    (cond,) = host.run("CLIPTextEncode", clip=clip, text=PROMPT)
+    y = tc.adm_condition(model, cond[0][1]["pooled_output"], 64)
     with torch.inference_mode():
         want = comfyui_conditioning(host, model, clip, torch.zeros(1, 4, 8, 8), PROMPT)["y"]
         at_1024 = comfyui_conditioning(host, model, clip, torch.zeros(1, 4, 128, 128), PROMPT)["y"]
@@ -141,8 +148,8 @@ def trainable_copy(host, clip, name):
     tc = pack_module(host, "comfy_adapters.training")
     family = pack_module(host, "training.model_families").FAMILIES[name]
     tokenize, special = tc.family_tokenizer(clip, family)
-    return tc.trainable_encoder(clip, family, tokenize, special, comfy.model_management.get_torch_device()), \
-        tokenize, special
+    encoder, pooled = tc.trainable_encoder(clip, family, tokenize, special, comfy.model_management.get_torch_device())
+    return encoder, pooled, tokenize, special
 
 
 @pytest.mark.parametrize("last_layer", [None, -2])
@@ -150,7 +157,7 @@ def test_the_trainable_copy_reproduces_comfyuis_sd1_encoding(host, sd1, last_lay
     _, clip, _ = sd1
     if last_layer is not None:
         (clip,) = host.run("CLIPSetLastLayer", clip=clip, stop_at_clip_layer=last_layer)
-    encoder, tokenize, special = trainable_copy(host, clip, "sd1")
+    encoder, _, tokenize, special = trainable_copy(host, clip, "sd1")
     assert len(encoder.layers) == (12 if last_layer is None else 11)
     for text in ("a photo of a dog on the beach", "a robot toy, a cat and a dog in the snow at night"):
         ids = [special.start, *tokenize(text), special.end]
@@ -162,7 +169,9 @@ def test_the_trainable_copy_reproduces_comfyuis_sd1_encoding(host, sd1, last_lay
 
 def test_the_trainable_copy_reproduces_comfyuis_sdxl_encoding(host, sdxl):
     _, clip, _ = sdxl
-    encoder, tokenize, special = trainable_copy(host, clip, "sdxl")
+    encoder, pooled, tokenize, special = trainable_copy(host, clip, "sdxl")
+    (cond,) = host.run("CLIPTextEncode", clip=clip, text="a photo of a dog on the beach")  # the check's prompt
+    assert torch.equal(pooled, cond[0][1]["pooled_output"].float())  # bigG's projected pooled vector, frozen
     assert [len(p.layers) for p in encoder.parts] == [11, 31] and encoder.widths == [768, 1280]
     assert encoder.pads == (special.end, 0)  # CLIP-L pads with the end token, bigG with 0
     assert encoder.first_trained_layer(1) == 30 and len(encoder.trainable_parameters(1)) == 2 * 16
