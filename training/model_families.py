@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import torch
-
 
 class ModelFamilyError(ValueError):
     """A model of a kind Cones 2 cannot use, or a residual of another family; the message names both."""
@@ -27,6 +25,12 @@ class ModelFamily:
     encoder_names: str
     resolution: int  # the family's native training resolution (the training default)
     checkpoint: str  # the usual checkpoint file name, for workflows and docs
+
+    @property
+    def pooled_encoder(self) -> str:
+        """The encoder whose pooled vector ComfyUI returns with the rows (SDXL's ADM input, CLIP-T's text
+        embedding): the last one (SDXL: bigG)."""
+        return self.encoders[-1]
 
 
 SD1 = ModelFamily("sd1", "SD1.x", 768, ("l",), "CLIP-L", 512, "v1-5-pruned-emaonly.safetensors")
@@ -73,6 +77,8 @@ def weights_fingerprint(named_tensors) -> str:
     costs milliseconds where hashing a 1.4 GB encoder costs seconds. Equal fingerprints mean
     "very likely the same encoders", unequal ones "different weights" (or weights named otherwise).
     """
+    import torch  # here: the family facts themselves need only the standard library (the workflow generator)
+
     digest = hashlib.sha256()
     for name, t in sorted(named_tensors, key=lambda nt: nt[0]):
         if not t.is_floating_point():
