@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..training.model_families import SD1, SDXL
+from ..training.model_families import SD1, SDXL, ModelFamily
 from .workflow_builder import Graph
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
@@ -44,6 +44,16 @@ def _model(g: Graph, ckpt: str = SD21_BASE):
 **Checkpoint**: an SD2.x checkpoint in `models/checkpoints`. `{ckpt}` is a placeholder name:
 pick yours in the list. SD2.1-base (512 px) and SD2.1 768 (v-prediction) both work.""",
                   col=0, title="Model")
+    g.group("Model", [node, note])
+    return node
+
+
+def _family_model(g: Graph, family: ModelFamily, detail: str):
+    node = g.node("CheckpointLoaderSimple", col=0, title=f"Load {family.label} checkpoint", ckpt_name=family.checkpoint)
+    note = g.note(f"""\
+**Checkpoint**: an {family.label} checkpoint in `models/checkpoints`. `{family.checkpoint}` is a
+placeholder name: pick yours in the list. {detail} The residuals must be trained on {family.label}
+(a residual of another family is refused, naming both).""", col=0, title="Model")
     g.group("Model", [node, note])
     return node
 
@@ -78,16 +88,40 @@ def _sample_and_save(g: Graph, model, positive, negative, layout, size: int, pre
 @workflow
 def two_subjects_boxes() -> Graph:
     """(a) Two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
-    g = Graph("two_subjects_boxes")
+    return _two_subjects_boxes("two_subjects_boxes", _model, 512, "two_subjects",
+                               seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+
+
+@workflow
+def two_subjects_boxes_sd15() -> Graph:
+    """(a) on SD1.5: two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
+    return _two_subjects_boxes(
+        "two_subjects_boxes_sd15",
+        lambda g: _family_model(g, SD1, "Any SD1.x checkpoint (512 px) works, fine-tunes included."),
+        512, "two_subjects_sd15", seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+
+
+@workflow
+def two_subjects_boxes_sdxl() -> Graph:
+    """(a) on SDXL: two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
+    return _two_subjects_boxes(
+        "two_subjects_boxes_sdxl",
+        lambda g: _family_model(g, SDXL, "SDXL base and its distilled shapes (SSD-1B, Segmind Vega, KOALA) "
+                                         "work; the refiner does not (it has no CLIP-L)."),
+        1024, "two_subjects_sdxl", seed=0, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal")
+
+
+def _two_subjects_boxes(name: str, model_stanza, size: int, prefix: str, **sampler) -> Graph:
+    g = Graph(name)
     g.note(f"""\
 ## Two subjects, placed with boxes
 
 Each subject's residual goes on its word in the prompt; Layout Guidance pulls each word's
 attention into its box while KSampler samples. Any sampler node works after Layout Guidance.
 
-Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json --residual dog=my_dog.safetensors
+Headless, from the pack folder: `{RUNNER} workflows/api/{name}.json --residual dog=my_dog.safetensors
 --residual flower=my_flower.safetensors --seed 0-3`""", col=0, title="Read me", ui_size=(420, None))
-    model = _model(g)
+    model = model_stanza(g)
     dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
                  phrase="dog", occurrence=1)
     flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
@@ -97,15 +131,15 @@ Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json 
     pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
                  text="a photo of a dog and a flower in the garden")
     neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
-    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
-                   boxes="dog: 16 160 240 320\nflower: 288 224 208 256")
+    k = size // 512  # the boxes of the 512 px canvas, scaled
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=size, height=size,
+                   boxes=f"dog: {16 * k} {160 * k} {240 * k} {320 * k}\nflower: {288 * k} {224 * k} {208 * k} {256 * k}")
     layout_note = g.note("""\
 **Boxes**: one line per subject, `phrase: x y width height` in pixels from the top-left corner
 of a canvas of the image's size (or any size of the same aspect). A phrase must be a word of
 the positive prompt; `dog #2:` is its second occurrence.""", col=2, title="Layout")
     g.group("Prompt and layout", [pos, neg, boxes, layout_note])
-    _sample_and_save(g, model, pos, neg, boxes, 512, "two_subjects", guided_sampler=False,
-                     seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    _sample_and_save(g, model, pos, neg, boxes, size, prefix, guided_sampler=False, **sampler)
     return g
 
 
