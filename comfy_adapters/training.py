@@ -51,7 +51,7 @@ from ..training.trainer import (
     train_residual,
     training_prompt,
 )
-from .model_families import matching_family
+from .model_families import matching_family, text_encoder_fingerprint
 
 log = logging.getLogger("cones2")
 
@@ -399,7 +399,8 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
     """Train a residual from ComfyUI objects: validate, adapt, run the core loop. Call outside inference mode.
 
     The family (SD1.x, SD2.x, SDXL) comes from the MODEL and CLIP; resolution 0 becomes the model's
-    native size. The result's ``base_model`` is the family's key."""
+    native size. The result's ``base_model`` is the family's key, ``text_encoders`` the CLIP's
+    fingerprint (``text_encoder_fingerprint``, which applying the residual compares)."""
     check_settings(settings)
     family = check_models(model, clip, vae)
     prediction = prediction_type(model)
@@ -425,7 +426,7 @@ def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: s
                                 special=special, device=device, progress=progress,
                                 check_interrupt=check_interrupt, checkpoint_path=checkpoint_path,
                                 resume_path=resume_path, phase_progress=phase_progress)
-    return dataclasses.replace(result, base_model=family.key)
+    return dataclasses.replace(result, base_model=family.key, text_encoders=text_encoder_fingerprint(clip))
 
 
 @contextlib.contextmanager

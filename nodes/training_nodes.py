@@ -145,7 +145,8 @@ class Cones2TrainResidual:
             result, training_checkpoint=checkpoint_path.name if checkpoint_path is not None else None)
         with named_errors(self.NAME, runtime=(ResidualFileError,)):
             residual = make_residual(result.residual, subject=" ".join(phrase.split()), token_ids=result.token_ids,
-                                     base_model=result.base_model, training=training, source=self.NAME)
+                                     base_model=result.base_model, text_encoders=result.text_encoders,
+                                     training=training, source=self.NAME)
         log.info("%s: %d steps in %.1f s, final loss %.4f", self.NAME, result.steps_run, result.seconds,
                  result.losses["loss"][-1] if result.losses["loss"] else float("nan"))
         return (residual, result.losses, loss_plot_image(result.losses))

@@ -300,7 +300,8 @@ def main(argv=None) -> int:
         result, model_checkpoint=ckpt.name,
         training_checkpoint=checkpoint_path.name if checkpoint_path and checkpoint_path.exists() else None)
     residual = make_residual(result.residual, subject=" ".join(args.phrase.split()), token_ids=result.token_ids,
-                             base_model=result.base_model, training=training, source="train_residual.py")
+                             base_model=result.base_model, text_encoders=result.text_encoders, training=training,
+                             source="train_residual.py")
     default_dir = residual_save_dir()
     try:
         out, warnings = write_residual(residual, output=args.output, folder=args.output_dir or default_dir,

@@ -88,6 +88,7 @@ class TrainResult:
     steps_run: int
     metadata: dict = field(default_factory=dict)  # for the residual file's `training` entry
     base_model: str = REFERENCE.key  # the model family's key (training.model_families), set by the host adapter
+    text_encoders: str | None = None  # fingerprint of the (untrained) text encoders, set by the host adapter
 
 
 MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the checkpoint file it was trained on

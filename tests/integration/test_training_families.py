@@ -48,8 +48,9 @@ def trained(host, family):
     images = photos()
     clip_before = clip.encode_from_tokens(clip.tokenize(PROMPT))
     residual, loss, _ = train(host, model, clip, vae, images=images)
+    fingerprint = pack_module(host, "comfy_adapters.model_families").text_encoder_fingerprint(clip)
     return dict(name=name, residual=residual, loss=loss, images=images, clip_before=clip_before,
-                clip_after=clip.encode_from_tokens(clip.tokenize(PROMPT)))
+                clip_after=clip.encode_from_tokens(clip.tokenize(PROMPT)), fingerprint=fingerprint)
 
 
 def test_the_residual_covers_the_familys_whole_row_and_records_its_family(trained):
@@ -58,6 +59,7 @@ def test_the_residual_covers_the_familys_whole_row_and_records_its_family(traine
     assert r.tensor.shape == (1, width) and r.tensor.dtype == torch.float32
     assert torch.isfinite(r.tensor).all() and r.tensor.abs().max() > 0
     assert r.base_model == key and r.subject == "dog" and r.token_ids == (DOG,)
+    assert r.text_encoders == trained["fingerprint"]  # what applying the residual compares with
     t = r.training
     assert t["steps"] == 2 and t["prediction"] == "eps" and t["resolution"] == 64 and t["train_layers"] == 1
     loss = trained["loss"]

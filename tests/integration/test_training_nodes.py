@@ -109,11 +109,12 @@ def trained(host, sd2):
     unet = model.model.diffusion_model
     unet_before = {k: v.clone() for k, v in list(unet.state_dict().items())[::25]}
     sample_before = sample(host, model, clip)
+    fingerprint = pack_module(host, "comfy_adapters.model_families").text_encoder_fingerprint(clip)
     images = photos()
     with ProgressLog() as progress:
         residual, loss, plot = train(host, model, clip, vae, images=images, checkpoint_every=1,
                                      gradient_checkpointing=True)
-    return dict(residual=residual, loss=loss, plot=plot, progress=progress.values, images=images,
+    return dict(residual=residual, loss=loss, plot=plot, progress=progress.values, images=images, fingerprint=fingerprint,
                 clip_before=clip_before, clip_after=clip.encode_from_tokens(tokens), tokens=tokens,
                 unet_before=unet_before, unet_after={k: unet.state_dict()[k] for k in unet_before},
                 sample_before=sample_before, sample_after=sample(host, model, clip))
@@ -124,6 +125,7 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     assert r.tensor.shape == (1, 1024) and r.tensor.dtype == torch.float32
     assert torch.isfinite(r.tensor).all() and r.tensor.abs().max() > 0
     assert r.subject == "dog" and r.token_ids == (1929,)  # SD2's id of "dog"
+    assert r.base_model == "sd2" and r.text_encoders == trained["fingerprint"]
     t = r.training
     assert t["steps"] == 2 and t["prediction"] == "eps" and t["preservation"] == "paper"
     assert t["residual_from"] == "corpus" and t["corpus_size"] == 1 and t["train_layers"] == 1
