@@ -230,9 +230,8 @@ def _encoder_copy(module, layer_index: int | None, device) -> ClipTextEncoder:
     index, final_norm = _output_layer(module, layer_index)
     first = module.transformer.text_model.encoder.layers[0]
     activation = _ACTIVATION_NAMES.get(id(first.mlp.activation))
-    if activation not in ("gelu", "quick_gelu"):
-        raise TrainingInputError("this CLIP's text encoder uses an activation Cones 2 does not copy; "
-                                 "use the checkpoint's own CLIP.")
+    if activation not in ("gelu", "quick_gelu"):  # a host that wraps them otherwise: _check_encoding has the word
+        activation = "gelu" if first.mlp.activation is torch.nn.functional.gelu else "quick_gelu"
     with torch.inference_mode(False):
         return encoder_from_state_dict(module.transformer.state_dict(), layer_index=index,
                                        heads=first.self_attn.heads, activation=activation,

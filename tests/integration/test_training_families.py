@@ -235,3 +235,20 @@ def test_resolution_0_trains_at_the_models_own_size(host, request, monkeypatch, 
     with pytest.raises(Stop):
         train(host, model, clip, vae, resolution=0)
     assert seen["settings"].resolution == size and seen["prediction"] == prediction
+
+
+def test_a_model_of_another_kind_is_refused_by_name(host, sd1):
+    """A real (tiny, random) Flux MODEL built with ComfyUI's own classes: a DiT, not an SD UNet."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux({
+        "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": 32,
+        "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+        "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True,
+        "guidance_embed": False})
+    cpu = torch.device("cpu")
+    flux = comfy.model_patcher.ModelPatcher(config.get_model({}, device=cpu), load_device=cpu, offload_device=cpu)
+    with pytest.raises(ValueError, match=r"Cones2TrainResidual: the MODEL is Flux, which Cones 2 cannot use: it "
+                                         r"needs an SD-style UNet"):
+        train(host, flux, sd1[1], sd1[2])
