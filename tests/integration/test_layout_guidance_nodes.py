@@ -672,7 +672,7 @@ def test_a_model_of_another_kind_is_refused_naming_what_it_is(host):
     unet = {"model_channels": 32, "use_linear_in_transformer": True, "context_dim": 1280, "adm_in_channels": 2560,
             "transformer_depth": [1], "use_temporal_attention": False, "in_channels": 4, "out_channels": 4,
             "num_res_blocks": [1], "channel_mult": [1], "transformer_depth_middle": 1,
-            "transformer_depth_output": [1], "num_head_channels": 32, "use_spatial_transformer": True,
+            "transformer_depth_output": [1, 1], "num_head_channels": 32, "use_spatial_transformer": True,
             "legacy": False, "num_classes": "sequential", "image_size": 32, "use_checkpoint": False,
             "use_temporal_resblock": False}
     config = comfy.supported_models.SDXLRefiner(unet)
