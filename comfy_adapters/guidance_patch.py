@@ -1,7 +1,8 @@
 """Patch a ComfyUI MODEL with layout guidance: attn2 replacements plus two sampler-level wrappers.
 
 - Every cross-attention block of the UNet gets a ``GuidedAttn2`` replacement (self-attention
-  is never touched). An attn2 replacement already on the model (another pack's) is kept as
+  is never touched): on SD1.x, SD2.x and SDXL alike (SDXL's blocks hold 1 to 10 transformers,
+  all replaced; its ADM input, the pooled vector and size embedding, is the host's, untouched). An attn2 replacement already on the model (another pack's) is kept as
   ``previous`` and called first: chained, not dropped.
 - An OUTER_SAMPLE wrapper creates a ``GuidanceRun`` for each sampling call with the host's
   attention (``host_attention``) and the guider's positive entries as their source, checks
@@ -27,6 +28,8 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from ..guidance.layout import Layout
 from ..guidance.layout_guidance import GuidanceRun, GuidanceSettings, LayoutGuidanceError
 from ..guidance.step_range import StepRange, check_percents
+from ..training.model_families import ModelFamilyError
+from .model_families import model_family
 
 RUN_KEY = "cones2_layout_guidance"  # transformer_options key holding the current GuidanceRun
 PREFERRED_KEY = "cones2_preferred_attention"  # extra_options key: the layer's preferred attention (newer hosts)
@@ -150,11 +153,15 @@ def apply_layout_guidance(model, layout: Layout, settings: GuidanceSettings, sta
         check_percents(start_percent, end_percent)
     except ValueError as e:
         raise ValueError(f"{node}: {e}") from None
+    try:
+        family = model_family(model)  # SD1.x, SD2.x or SDXL; anything else is named and refused
+    except ModelFamilyError as e:
+        raise ValueError(f"{node}: {e}") from None
     blocks = cross_attention_blocks(model)
     if not blocks:
         raise ValueError(
-            f"{node}: this model has no SD-style UNet cross-attention; layout guidance needs an SD2.x "
-            "checkpoint (loaded with CheckpointLoaderSimple)"
+            f"{node}: this {family.label} model has no UNet cross-attention block that layout guidance can "
+            "find; load the checkpoint with CheckpointLoaderSimple (a UNet replaced by another pack is not supported)"
         )
     if settings.weight == 0:
         return model

@@ -16,6 +16,9 @@ import comfy.model_management
 import folder_paths
 import torch
 
+from ..training.model_families import ModelFamilyError
+from .model_families import clip_family
+
 DINOV2_FOLDER = "dinov2"  # models/dinov2/<name>/{config.json, model.safetensors}
 DINOV2_HINT = ("put a Hugging Face DINOv2 folder (config.json + model.safetensors, e.g. facebook/dinov2-base) in "
                "ComfyUI/models/dinov2/<name>/")
@@ -116,17 +119,29 @@ def encode_clip_vision(clip_vision, squares: torch.Tensor) -> torch.Tensor:
 def text_projection_problem(clip) -> str | None:
     """Why a CLIP's pooled output is not a CLIP-space text embedding, or None when it is.
 
-    ComfyUI's CLIP text models end with ``text_projection``; a checkpoint without it loads anyway
-    (ComfyUI ignores the missing key), leaving that layer unset. Official SD2.x checkpoints carry it
-    (``cond_stage_model.model.text_projection``).
+    ComfyUI's CLIP returns the pooled vector of its family's last encoder (``pooled_encoder``).
+    SD1.x checkpoints carry no text projection, and ComfyUI's SD1 CLIP returns that vector
+    unprojected: no CLIP-T there. SD2.x (OpenCLIP-H) and SDXL (bigG) project it with
+    ``text_projection``; a checkpoint without it loads anyway (ComfyUI ignores the missing
+    key), leaving that layer unset. Official SD2.x and SDXL checkpoints carry it.
     """
-    weights = [v for k, v in clip.cond_stage_model.state_dict().items() if k.endswith("text_projection.weight")]
+    try:
+        family = clip_family(clip)
+    except ModelFamilyError:
+        family = None
+    encoder = getattr(clip.cond_stage_model, f"clip_{family.pooled_encoder}", None) if family else None
+    if encoder is not None and not getattr(encoder, "return_projected_pooled", True):
+        return (f"{family.label} checkpoints carry no text projection and ComfyUI's {family.label} CLIP returns "
+                f"{family.encoder_names}'s pooled vector unprojected, so it is not in CLIP's joint space")
+    source = encoder if encoder is not None else clip.cond_stage_model
+    weights = [v for k, v in source.state_dict().items() if k.endswith("text_projection.weight")]
     if not weights:
         return "this text encoder has no text projection, so its embedding is not in CLIP's joint space"
     w = weights[-1].float()
     if not bool(torch.isfinite(w).all()) or float(w.abs().max()) == 0:
         return ("the checkpoint's text projection (text_projection) is missing or broken (zeros/NaN), so the text "
-                "embedding is not in CLIP's joint space; use a checkpoint that carries it (official SD2.x ones do)")
+                "embedding is not in CLIP's joint space; use a checkpoint that carries it (official SD2.x and "
+                "SDXL ones do)")
     return None
 
 

@@ -2,7 +2,8 @@
 
 ``guidance.init_latent`` composes the subjects and computes the mean shift; this module encodes
 and decodes with ComfyUI's VAE and reads from a MODEL (or, without one, from SD2's defaults:
-the SD latent format and the discrete SD noise schedule) how its sampler scales latents and noise.
+the SD latent format and the discrete SD noise schedule, which SD1.x shares) how its sampler
+scales latents and noise. Each family's latent format comes with its MODEL (SDXL: scale 0.13025).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def latent_space(model=None, node: str = "Cones2LayoutInitLatent") -> LatentSpac
     if not isinstance(sampling, comfy.model_sampling.EPS):
         raise ValueError(
             f"{node}: the model samples as {type(sampling).__name__}, not as an eps or v-prediction model; "
-            "MuDI's initial noise is defined here for SD2-style (eps / v) models: connect such a model, or none")
+            "MuDI's initial noise is defined here for eps / v-prediction models (SD1.x, SD2.x, SDXL): connect such "
+            "a model, or none")
     return LatentSpace(model.get_model_object("process_latent_in"), model.get_model_object("process_latent_out"),
                        float(sampling.sigma_max))
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import comfy.supported_models as supported
 
-from ..training.model_families import FAMILIES, SD1, SD2, SDXL, ModelFamily, ModelFamilyError
+from ..training.model_families import (
+    FAMILIES,
+    SD1,
+    SD2,
+    SDXL,
+    ModelFamily,
+    ModelFamilyError,
+    weights_fingerprint,
+)
 
 _CONFIGS = ((supported.SDXL, SDXL), (supported.SD20, SD2), (supported.SD15, SD1))  # subclasses first
 
@@ -34,10 +42,14 @@ def model_family(model) -> ModelFamily:
 
 
 def clip_family(clip) -> ModelFamily:
-    """The family of a CLIP from the tokenizers it runs; ModelFamilyError naming them otherwise."""
-    keys = tuple(sorted(clip.tokenize("").keys()))
+    """The family of a CLIP from the tokenizers and encoders it runs; ModelFamilyError naming them otherwise.
+
+    Both count: the SDXL refiner's CLIP tokenizes for ``g`` and ``l`` but encodes with bigG alone."""
+    tokenized = sorted(clip.tokenize("").keys())
+    model = getattr(clip, "cond_stage_model", None)
+    keys = tuple(k for k in tokenized if getattr(model, f"clip_{k}", None) is not None)
     for family in FAMILIES.values():
-        if keys == tuple(sorted(family.encoders)):
+        if keys == tuple(tokenized) == tuple(sorted(family.encoders)):
             return family
     raise ModelFamilyError(
         f"this CLIP runs the text encoders {list(keys)}, which Cones 2 cannot use; it needs the CLIP of an "
@@ -54,3 +66,26 @@ def matching_family(model, clip) -> ModelFamily:
             "of the same checkpoint."
         )
     return m
+
+
+# Not part of what the conditioning rows are made of: the pooled projection (a checkpoint's file may
+# lack CLIP-L's, which then keeps its initial value) and the contrastive temperature.
+_NOT_ROWS = ("text_projection", "logit_scale")
+
+
+def text_encoder_fingerprint(clip) -> str:
+    """The fingerprint (``weights_fingerprint``) of a CLIP's text encoders, as a residual file records it.
+
+    The one place it is computed, at training and when a residual is applied: the encoders'
+    own weights (patches such as a LoRA's are not applied to them: the backup the host keeps
+    while they are patched in place is read instead), without ``_NOT_ROWS``.
+    """
+    patcher = getattr(clip, "patcher", None)
+    backup = getattr(patcher, "backup", None) or {}
+    weights = []
+    for name, t in clip.cond_stage_model.state_dict().items():
+        if any(part in name for part in _NOT_ROWS):
+            continue
+        saved = backup.get(name)
+        weights.append((name, saved.weight if saved is not None else t))
+    return weights_fingerprint(weights)

@@ -21,31 +21,37 @@ Each of these is feature-detected, so older hosts (0.3.64) take the plain path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import comfy.clip_model
+import comfy.model_base
 import comfy.model_management
 import comfy.model_sampling
-import comfy.supported_models
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from torch.utils.checkpoint import checkpoint
 
 from ..guidance.prompt_tokens import content_tokens
-from ..training.clip_text import ClipTextEncoder, encoder_from_state_dict
+from ..training.clip_text import ClipTextEncoder, ConcatTextEncoder, TextEncoder, encoder_from_state_dict
 from ..training.errors import TrainingInputError
+from ..training.model_families import SD2, SDXL, ModelFamily, ModelFamilyError
 from ..training.prompt_ids import SpecialTokens, phrase_token_ids
 from ..training.subject_images import check_images
+from ..training.train_settings import resolved_resolution
 from ..training.trainer import (
     TrainResult,
     TrainSettings,
     check_resume_settings,
     check_settings,
     train_residual,
+    training_prompt,
 )
+from .model_families import matching_family, text_encoder_fingerprint
 
 log = logging.getLogger("cones2")
 
@@ -110,29 +116,32 @@ def host_training_flag(model_management=comfy.model_management):
         model_management.in_training = previous
 
 
-def check_sd2(model, clip, vae) -> None:
-    """Raise TrainingInputError unless MODEL, CLIP and VAE are an SD2.x text-to-image triple."""
+def check_models(model, clip, vae) -> ModelFamily:
+    """The family of a MODEL, CLIP and VAE that can train a residual; TrainingInputError naming the problem otherwise."""
     if model is None or clip is None or vae is None:
         missing = [n for n, o in (("model", model), ("clip", clip), ("vae", vae)) if o is None]
         raise TrainingInputError(
-            f"the {', '.join(missing)} input is None; load an SD2.x checkpoint with CheckpointLoaderSimple "
-            "and connect its MODEL, CLIP and VAE."
+            f"the {', '.join(missing)} input is None; load an SD1.x, SD2.x or SDXL checkpoint with "
+            "CheckpointLoaderSimple and connect its MODEL, CLIP and VAE."
         )
-    encoders = sorted(clip.tokenize("").keys())
-    if encoders != ["h"] or getattr(clip.cond_stage_model, "clip_h", None) is None:
+    try:
+        family = matching_family(model, clip)
+    except ModelFamilyError as e:
+        raise TrainingInputError(str(e)) from None
+    base = model.model
+    plain = (not getattr(base, "concat_keys", ()) and getattr(base.diffusion_model, "in_channels", 4) == 4
+             and (isinstance(base, comfy.model_base.SDXL) if family == SDXL else not base.adm_channels))
+    if not plain:  # inpainting, instruct-pix2pix, unCLIP, upscaler, ...: the UNet needs more than text
         raise TrainingInputError(
-            f"this CLIP is not SD2's (its text encoders: {encoders}; SD2 has one OpenCLIP-H 'h'). Cones 2 "
-            "trains residuals for SD2.x only: load an SD2.x checkpoint (e.g. v2-1_512-ema-pruned or v2-1_768-ema-pruned)."
-        )
-    config = getattr(model.model, "model_config", None)
-    if type(config) is not comfy.supported_models.SD20:
-        raise TrainingInputError(
-            f"the MODEL is {type(config).__name__}, not SD2.x text-to-image. Cones 2 trains residuals for SD2.x "
-            "(SD2.0/2.1, 512 or 768): load one with CheckpointLoaderSimple."
+            f"the MODEL is {type(base.model_config).__name__}, an {family.label} variant whose UNet takes more "
+            f"than a text prompt (an image, a mask or an image embedding). Cones 2 trains on text-to-image "
+            f"checkpoints: load a plain {family.label} one (e.g. {family.checkpoint})."
         )
     channels = getattr(vae, "latent_channels", 4)
     if channels != 4:
-        raise TrainingInputError(f"the VAE makes {channels}-channel latents; SD2's VAE makes 4. Use the checkpoint's VAE.")
+        raise TrainingInputError(
+            f"the VAE makes {channels}-channel latents; {family.label}'s VAE makes 4. Use the checkpoint's VAE.")
+    return family
 
 
 def prediction_type(model) -> str:
@@ -146,7 +155,7 @@ def prediction_type(model) -> str:
         return "eps"
     kinds = ", ".join(c.__name__ for c in type(ms).__mro__[1:-1])
     raise TrainingInputError(
-        f"the MODEL samples as {kinds}; Cones 2 trains eps or v-prediction SD2 models on their discrete "
+        f"the MODEL samples as {kinds}; Cones 2 trains eps or v-prediction models on their discrete "
         "schedule. Remove the ModelSampling node or set it to eps / v_prediction."
     )
 
@@ -159,16 +168,21 @@ def alphas_cumprod(model) -> torch.Tensor:
     return (1.0 / (1.0 + sigmas ** 2)).float()
 
 
-def sd2_tokenizer(clip) -> tuple[Callable[[str], list[int]], SpecialTokens]:
-    """``text -> content ids`` through ComfyUI's own ``clip.tokenize`` (the same ids inference uses)."""
-    tok = clip.tokenizer.clip_h
+def family_tokenizer(clip, family: ModelFamily) -> tuple[Callable[[str], list[int]], SpecialTokens]:
+    """``text -> content ids`` through ComfyUI's own ``clip.tokenize`` (the same ids inference uses).
+
+    SDXL's two tokenizers give the same content ids at the same positions (they differ only in
+    padding, which the trainable encoder applies per encoder); a CLIP where they differ is refused.
+    """
+    key = family.encoders[0]
+    tok = getattr(clip.tokenizer, f"clip_{key}")
     special = SpecialTokens(start=tok.start_token, end=tok.end_token,
                             pad=tok.pad_token if tok.pad_token is not None else tok.end_token,
                             length=tok.max_length)
 
-    def tokenize(text: str) -> list[int]:
+    def content(tokens, text: str) -> list[int]:
         ids = []
-        for _, token, weight in content_tokens(clip.tokenize(text)["h"], special.start, special.end):
+        for _, token, weight in content_tokens(tokens, special.start, special.end):
             if not isinstance(token, int):
                 raise TrainingInputError(f"{text!r} uses an embedding; write plain words for training.")
             if weight != 1.0:
@@ -177,42 +191,108 @@ def sd2_tokenizer(clip) -> tuple[Callable[[str], list[int]], SpecialTokens]:
             ids.append(token)
         return ids
 
+    def tokenize(text: str) -> list[int]:
+        tokens = clip.tokenize(text)
+        ids = content(tokens[key], text)
+        for other in family.encoders[1:]:
+            if content(tokens[other], text) != ids:
+                raise TrainingInputError(
+                    f"this CLIP's {key!r} and {other!r} tokenizers split {text!r} differently; Cones 2 needs the "
+                    f"{family.label} tokenizers, which share every position. Use the checkpoint's own CLIP.")
+        return ids
+
     return tokenize, special
 
 
-def trainable_encoder(clip, tokenize, special: SpecialTokens, device) -> ClipTextEncoder:
-    """A float32 copy of the CLIP's SD2 text encoder, checked to encode exactly as ComfyUI does."""
-    source = static_clip(clip)
-    clip_h = source.patcher.model.clip_h  # the module the patcher loads (and patches)
-    default_layer, default_index = clip_h.options_default[0], clip_h.options_default[1]
-    layer_index = getattr(clip, "layer_idx", None)  # set by CLIPSetLastLayer
-    if layer_index is None:
-        layer_index = default_index if default_layer == "hidden" else -1
-    if abs(layer_index) > clip_h.num_layers:
-        layer_index = -1
-    source.load_model()  # applies any CLIP patches (LoRA) to the weights we copy
-    heads = clip_h.transformer.text_model.encoder.layers[0].self_attn.heads
-    activation = clip_h.transformer.text_model.encoder.layers[0].mlp.activation
-    act = "gelu" if activation is torch.nn.functional.gelu else "quick_gelu"
+_ACTIVATION_NAMES = {id(f): name for name, f in comfy.clip_model.ACTIVATIONS.items()}
+
+
+def _output_layer(module, layer_index: int | None) -> tuple[int, bool]:
+    """(the hidden state ComfyUI conditions on, as ``hidden_states[i]``; whether the final norm is applied) of one
+    of the host's text encoders (``SDClipModel``), with CLIPSetLastLayer's ``layer_index`` applied by the host's own
+    ``set_clip_options`` (then its defaults back, as every ``encode_from_tokens`` starts with)."""
+    module.reset_clip_options()
+    try:
+        if layer_index is not None:
+            module.set_clip_options({"layer": layer_index})
+        layer, index, norm = module.layer, module.layer_idx, module.layer_norm_hidden_state
+    finally:
+        module.reset_clip_options()
+    if layer == "last":
+        return -1, True
+    if layer == "hidden":
+        return index, bool(norm)
+    raise TrainingInputError(f"this CLIP's text encoder outputs its {layer!r} layers; Cones 2 needs one layer.")
+
+
+def _encoder_copy(module, layer_index: int | None, device) -> ClipTextEncoder:
+    """A float32 ``ClipTextEncoder`` copy of one of the host's text encoders (its loaded, patched weights)."""
+    index, final_norm = _output_layer(module, layer_index)
+    first = module.transformer.text_model.encoder.layers[0]
+    activation = _ACTIVATION_NAMES.get(id(first.mlp.activation))
+    if activation not in ("gelu", "quick_gelu"):  # a host that wraps them otherwise: _check_encoding has the word
+        activation = "gelu" if first.mlp.activation is torch.nn.functional.gelu else "quick_gelu"
     with torch.inference_mode(False):
-        encoder = encoder_from_state_dict(clip_h.transformer.state_dict(), layer_index=layer_index,
-                                          heads=heads, activation=act, device=device)
-    _check_encoding(encoder, clip, tokenize, special, device)
-    return encoder
+        return encoder_from_state_dict(module.transformer.state_dict(), layer_index=index,
+                                       heads=first.self_attn.heads, activation=activation,
+                                       final_norm=final_norm, device=device)
 
 
-def _check_encoding(encoder: ClipTextEncoder, clip, tokenize, special: SpecialTokens, device) -> None:
-    ids = [special.start, *tokenize(CHECK_PROMPT), special.end]
+def trainable_encoder(clip, family: ModelFamily, tokenize, special: SpecialTokens, device,
+                      check_text: str = CHECK_PROMPT) -> tuple[TextEncoder, torch.Tensor | None]:
+    """A float32 copy of the CLIP's text encoder(s), checked to encode ``check_text`` exactly as ComfyUI does,
+    and ComfyUI's pooled vector of ``check_text`` (from the same call; SDXL's is the ADM input's).
+
+    SDXL: a ``ConcatTextEncoder`` of CLIP-L and OpenCLIP bigG in ComfyUI's order, each with its
+    tokenizer's padding (CLIP-L: the end token; bigG: 0)."""
+    source = static_clip(clip)
+    source.load_model()  # applies any CLIP patches (LoRA) to the weights we copy
+    layer_index = getattr(clip, "layer_idx", None)  # set by CLIPSetLastLayer
+    modules = [getattr(source.patcher.model, f"clip_{key}") for key in family.encoders]
+    parts = [_encoder_copy(m, layer_index, device) for m in modules]
+    if len(parts) == 1:
+        encoder = parts[0]
+    else:
+        pads = []
+        for key in family.encoders:
+            tok = getattr(clip.tokenizer, f"clip_{key}")
+            pads.append(tok.pad_token if tok.pad_token is not None else tok.end_token)
+        encoder = ConcatTextEncoder(parts, pads=pads, end=special.end)
+    pooled = _check_encoding(encoder, clip, tokenize, special, device, check_text)
+    return encoder, pooled
+
+
+def _check_encoding(encoder: TextEncoder, clip, tokenize, special: SpecialTokens, device,
+                    text: str = CHECK_PROMPT) -> torch.Tensor | None:
+    ids = [special.start, *tokenize(text), special.end]
     ids += [special.pad] * (special.length - len(ids))
     with torch.inference_mode(False), torch.no_grad():
         ours = encoder(torch.tensor([ids], device=device)).float().cpu()
-    theirs = clip.encode_from_tokens(clip.tokenize(CHECK_PROMPT)).float().cpu()
+        theirs, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    theirs = theirs.float().cpu()
     err = float((ours - theirs).norm() / theirs.norm().clamp_min(1e-12)) if ours.shape == theirs.shape else math.inf
     if not err <= MAX_RELATIVE_ENCODING_ERROR:
         raise TrainingInputError(
             f"the trainable copy of this CLIP does not reproduce ComfyUI's encoding (relative error {err:.3g}). "
-            "Connect the checkpoint's CLIP directly (no CLIPSetLastLayer or custom encoder nodes in between)."
+            "Connect the checkpoint's CLIP directly (no custom text-encoder nodes in between)."
         )
+    return pooled.detach().float().cpu().clone() if pooled is not None else None
+
+
+def adm_condition(model, pooled: torch.Tensor | None, resolution: int) -> torch.Tensor | None:
+    """The UNet's ADM input ``y`` ``[1, adm]`` for training at ``resolution`` px, or None (SD1, SD2).
+
+    SDXL: ``pooled``, the FROZEN CLIP's pooled vector of the training prompt (a residual changes
+    rows, never the pooled vector, so training sees what inference gives), and the size
+    conditioning of a plain CLIPTextEncode at that size (width = height = the image, no crop),
+    through the model's own ``encode_adm``.
+    """
+    if not isinstance(model.model, comfy.model_base.SDXL):
+        return None
+    with torch.inference_mode(False), torch.no_grad():
+        y = model.model.encode_adm(pooled_output=pooled, width=resolution, height=resolution, crop_w=0, crop_h=0,
+                                   target_width=resolution, target_height=resolution, device=torch.device("cpu"))
+    return y.detach().float().clone()
 
 
 def vae_encoder(vae, model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -241,13 +321,17 @@ def _checkpointed(forward):
 class ComfyDenoiser:
     """The MODEL's UNet as the core's ``denoiser(x_t, t, context) -> eps or v``, frozen, gradients to ``context``.
 
+    ``y``: the ADM input ``[1, adm]`` (SDXL's pooled vector and sizes, ``adm_condition``), the same
+    for every call; None for UNets without one.
+
     Use as a context manager: with ``gradient_checkpointing``, entering wraps the UNet's res-
     and transformer blocks in activation checkpoints and leaving restores them. The first
     call loads the UNet through a clone of the ModelPatcher (after the photos are encoded).
     """
 
-    def __init__(self, model, *, gradient_checkpointing: bool = True):
+    def __init__(self, model, *, gradient_checkpointing: bool = True, y: torch.Tensor | None = None):
         self.patcher = static_patcher(model, "MODEL")
+        self.y = y
         for name, module in self.patcher.model.named_modules():
             if hasattr(module, "weight_function"):
                 for param, value in module.named_parameters(recurse=False):
@@ -300,37 +384,48 @@ class ComfyDenoiser:
         if torch.is_autocast_enabled(self.device.type):
             # inputs in the autocast dtype: ComfyUI's ops then copy each weight straight to it
             dtype = torch.get_autocast_dtype(self.device.type)
+        extra = {}
+        if self.y is not None:
+            extra["y"] = self.y.to(self.device, dtype).expand(x_t.shape[0], -1)
         out = self.diffusion_model(x_t.to(self.device, dtype), timestep.to(self.device),
-                                   context=context.to(self.device, dtype), transformer_options=options)
+                                   context=context.to(self.device, dtype), transformer_options=options, **extra)
         return out.float()
 
 
 def train_with_comfy(model, clip, vae, images: Sequence[torch.Tensor], phrase: str, settings: TrainSettings, *,
                      progress=None, check_interrupt=None, checkpoint_path: Path | None = None,
                      resume_path: Path | None = None, phase_progress=None) -> TrainResult:
-    """Train a residual from ComfyUI objects: validate, adapt, run the core loop. Call outside inference mode."""
+    """Train a residual from ComfyUI objects: validate, adapt, run the core loop. Call outside inference mode.
+
+    The family (SD1.x, SD2.x, SDXL) comes from the MODEL and CLIP; resolution 0 becomes the model's
+    native size. The result's ``base_model`` is the family's key, ``text_encoders`` the CLIP's
+    fingerprint (``text_encoder_fingerprint``, which applying the residual compares)."""
     check_settings(settings)
-    check_sd2(model, clip, vae)
+    family = check_models(model, clip, vae)
     prediction = prediction_type(model)
-    if prediction == "v" and settings.resolution < 768:
+    settings = resolved_resolution(settings, family, prediction)
+    if family == SD2 and prediction == "v" and settings.resolution < SD2.resolution:
         log.warning("Cones 2 training: a v-prediction (SD2.x 768) model at %d px; it was trained at 768 px, "
                     "which the authors used too.", settings.resolution)
-    tokenize, special = sd2_tokenizer(clip)
+    tokenize, special = family_tokenizer(clip, family)
     phrase_ids = phrase_token_ids(tokenize, phrase, special)  # cheap checks before the encoder copy and the VAE
     check_images(images)
     if resume_path:
         check_resume_settings(resume_path, settings, phrase, phrase_ids, prediction)
+    prompt = training_prompt(tokenize, phrase, phrase_ids, settings, special).texts[0]
     device = comfy.model_management.get_torch_device()
-    encoder = trainable_encoder(clip, tokenize, special, device)
+    encoder, pooled = trainable_encoder(clip, family, tokenize, special, device, check_text=prompt)
+    y = adm_condition(model, pooled, settings.resolution)
     schedule = alphas_cumprod(model)
-    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing) as denoiser, \
+    with ComfyDenoiser(model, gradient_checkpointing=settings.gradient_checkpointing, y=y) as denoiser, \
             host_training_flag():
-        return train_residual(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images,
-                              encode_image=vae_encoder(vae, denoiser.patcher), denoiser=denoiser,
-                              alphas_cumprod=schedule, prediction=prediction, settings=settings,
-                              special=special, device=device, progress=progress,
-                              check_interrupt=check_interrupt, checkpoint_path=checkpoint_path,
-                              resume_path=resume_path, phase_progress=phase_progress)
+        result = train_residual(encoder=encoder, tokenize=tokenize, phrase=phrase, images=images,
+                                encode_image=vae_encoder(vae, denoiser.patcher), denoiser=denoiser,
+                                alphas_cumprod=schedule, prediction=prediction, settings=settings,
+                                special=special, device=device, progress=progress,
+                                check_interrupt=check_interrupt, checkpoint_path=checkpoint_path,
+                                resume_path=resume_path, phase_progress=phase_progress)
+    return dataclasses.replace(result, base_model=family.key, text_encoders=text_encoder_fingerprint(clip))
 
 
 @contextlib.contextmanager

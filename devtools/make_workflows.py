@@ -13,10 +13,22 @@ the layout images in ``workflows/images/``. The node schemas (the
 /object_info entries of every node the specs use) are kept in devtools/workflow_schemas.json so
 that writing and checking need no ComfyUI; ``--server`` refreshes them from a running ComfyUI
 with the pack installed. A spec that uses a node without a schema is skipped and named.
-Standard library only.
+Standard library only (and the pack's own family facts, through the alias).
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__" and __package__ == "devtools":
+    # `python -m devtools.make_workflows`: run the copy imported through the pack alias, since the
+    # specs read the family facts (checkpoint names) from the pack's training/model_families.py
+    import sys
+
+    from scripts.pack_alias import import_pack_core
+
+    import_pack_core()
+    from cones2.devtools.make_workflows import main
+
+    sys.exit(main())
 
 import argparse
 import json

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..training.model_families import SD1, SDXL, ModelFamily
 from .workflow_builder import Graph
 
 SD21_BASE = "v2-1_512-ema-pruned.safetensors"
@@ -43,6 +44,16 @@ def _model(g: Graph, ckpt: str = SD21_BASE):
 **Checkpoint**: an SD2.x checkpoint in `models/checkpoints`. `{ckpt}` is a placeholder name:
 pick yours in the list. SD2.1-base (512 px) and SD2.1 768 (v-prediction) both work.""",
                   col=0, title="Model")
+    g.group("Model", [node, note])
+    return node
+
+
+def _family_model(g: Graph, family: ModelFamily, detail: str):
+    node = g.node("CheckpointLoaderSimple", col=0, title=f"Load {family.label} checkpoint", ckpt_name=family.checkpoint)
+    note = g.note(f"""\
+**Checkpoint**: an {family.label} checkpoint in `models/checkpoints`. `{family.checkpoint}` is a
+placeholder name: pick yours in the list. {detail} The residuals must be trained on {family.label}
+(a residual of another family is refused, naming both).""", col=0, title="Model")
     g.group("Model", [node, note])
     return node
 
@@ -113,16 +124,40 @@ of a canvas of the image's size. Each phrase must be a word of the positive prom
 @workflow
 def two_subjects_boxes() -> Graph:
     """(a) Two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
-    g = Graph("two_subjects_boxes")
+    return _two_subjects_boxes("two_subjects_boxes", _model, 512, "two_subjects",
+                               seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+
+
+@workflow
+def two_subjects_boxes_sd15() -> Graph:
+    """(a) on SD1.5: two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
+    return _two_subjects_boxes(
+        "two_subjects_boxes_sd15",
+        lambda g: _family_model(g, SD1, "Any SD1.x checkpoint (512 px) works, fine-tunes included."),
+        512, "two_subjects_sd15", seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+
+
+@workflow
+def two_subjects_boxes_sdxl() -> Graph:
+    """(a) on SDXL: two subjects placed with boxes; Layout Guidance on the MODEL, core KSampler."""
+    return _two_subjects_boxes(
+        "two_subjects_boxes_sdxl",
+        lambda g: _family_model(g, SDXL, "SDXL base and its distilled shapes (SSD-1B, Segmind Vega, KOALA) "
+                                         "work; the refiner does not (it has no CLIP-L)."),
+        1024, "two_subjects_sdxl", seed=0, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal")
+
+
+def _two_subjects_boxes(name: str, model_stanza, size: int, prefix: str, **sampler) -> Graph:
+    g = Graph(name)
     g.note(f"""\
 ## Two subjects, placed with boxes
 
 Each subject's residual goes on its word in the prompt; Layout Guidance pulls each word's
 attention into its box while KSampler samples. Any sampler node works after Layout Guidance.
 
-Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json --residual dog=my_dog.safetensors
+Headless, from the pack folder: `{RUNNER} workflows/api/{name}.json --residual dog=my_dog.safetensors
 --residual flower=my_flower.safetensors --seed 0-3`""", col=0, title="Read me", ui_size=(420, None))
-    model = _model(g)
+    model = model_stanza(g)
     dog = g.node("Cones2LoadResidual", col=1, title="Subject 1: dog", residual_name="dog.safetensors",
                  phrase="dog", occurrence=1)
     flower = g.node("Cones2LoadResidual", col=1, title="Subject 2: flower", residual_name="flower.safetensors",
@@ -132,15 +167,15 @@ Headless, from the pack folder: `{RUNNER} workflows/api/two_subjects_boxes.json 
     pos = g.node("Cones2ApplyResidual", col=2, title="Positive prompt", clip=model[1], bindings=flower[0],
                  text="a photo of a dog and a flower in the garden")
     neg = g.node("CLIPTextEncode", col=2, title="Negative prompt", clip=model[1], text="")
-    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=512, height=512,
-                   boxes="dog: 16 160 240 320\nflower: 288 224 208 256")
+    k = size // 512  # the boxes of the 512 px canvas, scaled
+    boxes = g.node("Cones2LayoutBoxes", col=2, title="Where each subject goes", width=size, height=size,
+                   boxes=f"dog: {16 * k} {160 * k} {240 * k} {320 * k}\nflower: {288 * k} {224 * k} {208 * k} {256 * k}")
     layout_note = g.note("""\
 **Boxes**: one line per subject, `phrase: x y width height` in pixels from the top-left corner
 of a canvas of the image's size (or any size of the same aspect). A phrase must be a word of
 the positive prompt; `dog #2:` is its second occurrence.""", col=2, title="Layout")
     g.group("Prompt and layout", [pos, neg, boxes, layout_note])
-    _sample_and_save(g, model, pos, neg, boxes, 512, "two_subjects", guided_sampler=False,
-                     seed=0, steps=50, cfg=7.5, sampler_name="lms", scheduler="normal")
+    _sample_and_save(g, model, pos, neg, boxes, size, prefix, guided_sampler=False, **sampler)
     return g
 
 
@@ -212,42 +247,68 @@ Headless, from the pack folder (the runner uploads the image from workflows/imag
     return g
 
 
-@workflow
-def train_residual() -> Graph:
-    """(d) Train a residual from a folder of photos and save it."""
-    g = Graph("train_residual")
+def _training(name: str, ckpt: str, model_title: str, model_note: str, **settings) -> Graph:
+    """The training graph on one model family: photos -> Cones2TrainResidual -> saved residual + loss curve."""
+    g = Graph(name)
     # Nodes first, notes after: node ids 1-5 are those of the training helper's first API graph.
-    model = g.node("CheckpointLoaderSimple", col=0, title="SD2.1 checkpoint (512 base: eps; 768: v-prediction)",
-                   ckpt_name=SD21_BASE)
+    model = g.node("CheckpointLoaderSimple", col=0, title=model_title, ckpt_name=ckpt)
     photos = g.node("LoadImageSetFromFolderNode", col=1, title="Subject photos (a folder under ComfyUI/input)",
                     folder="cones2_subject", resize_method="None")
     train = g.node("Cones2TrainResidual", col=2, model=model[0], clip=model[1], vae=model[2], images=photos[0],
-                   phrase="dog", checkpoint_every=500)
+                   phrase="dog", checkpoint_every=500, **settings)
     save = g.node("Cones2SaveResidual", col=3, title="Save to models/cones2_residuals", residual=train[0],
                   filename="my_dog")
     plot = g.node("SaveImage", col=3, title="Loss curve", images=train[2], filename_prefix="cones2_loss")
     g.note(f"""\
 ## Train a subject
 
-Put 3-5 photos of the subject, all of one size (e.g. cropped square to 512x512), in a folder
+Put 3-5 photos of the subject, all of one size (e.g. cropped square), in a folder
 under ComfyUI's `input` folder (here `input/cones2_subject/`; pick yours in the list, or set
 `resize_method` to stretch them to the first one's size), type its class word (`dog`,
 `robot toy`) in `phrase`, and queue. The residual is saved in `models/cones2_residuals/` under
-the file name given (a new name if it exists): use it with Load Residual. The progress bar
-counts steps; Cancel stops within one step; `checkpoint_every` saves a state that
-`resume_from` continues.
+the file name given (a new name if it exists): use it with Load Residual on the same kind of
+checkpoint (it records its model family). The progress bar counts steps; Cancel stops within
+one step; `checkpoint_every` saves a state that `resume_from` continues.
 
-Headless, from the pack folder: `{RUNNER} workflows/api/train_residual.json
+Headless, from the pack folder: `{RUNNER} workflows/api/{name}.json
 --set "Subject photos (a folder under ComfyUI/input).folder=my_cat" --set Cones2TrainResidual.phrase=cat
 --set Cones2SaveResidual.filename=my_cat`""", col=0, row=-1, title="Read me", ui_size=(420, None))
-    note = g.note(f"""\
-**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
-pick yours. Train at `resolution` 512 on SD2.1-base, 768 on SD2.1 768 (v-prediction).""", col=0, title="Model")
+    note = g.note(model_note, col=0, title="Model")
     g.group("Model", [model, note])
     g.group("Photos", [photos])
     g.group("Train", [train])
     g.group("Result", [save, plot])
     return g
+
+
+@workflow
+def train_residual() -> Graph:
+    """(d) Train a residual from a folder of photos and save it (SD2.x)."""
+    return _training("train_residual", SD21_BASE, "SD2.1 checkpoint (512 base: eps; 768: v-prediction)", f"""\
+**Checkpoint**: `{SD21_BASE}` is a placeholder for an SD2.x checkpoint in `models/checkpoints`:
+pick yours. `resolution` 0 trains at the model's own size: 512 on SD2.1-base, 768 on SD2.1 768
+(v-prediction).""")
+
+
+@workflow
+def train_residual_sd15() -> Graph:
+    """(d) Train a residual on an SD1.5 checkpoint (CLIP-L, 768-wide rows)."""
+    return _training("train_residual_sd15", SD1.checkpoint, "SD1.5 checkpoint", f"""\
+**Checkpoint**: `{SD1.checkpoint}` is a placeholder for an SD1.x checkpoint in
+`models/checkpoints` (fine-tunes included): pick yours. `resolution` 0 trains at {SD1.resolution} px. The residual
+is {SD1.width} wide and works with SD1.x checkpoints only.""")
+
+
+@workflow
+def train_residual_sdxl() -> Graph:
+    """(d) Train a residual on an SDXL checkpoint (CLIP-L + OpenCLIP bigG, both trained; 2048-wide rows)."""
+    return _training("train_residual_sdxl", SDXL.checkpoint, "SDXL checkpoint", f"""\
+**Checkpoint**: `{SDXL.checkpoint}` is a placeholder for an SDXL-family checkpoint in
+`models/checkpoints` (SSD-1B, Segmind Vega and KOALA too): pick yours. Both text encoders train;
+the pooled vector stays the frozen encoder's. `resolution` 0 trains at {SDXL.resolution} px; `train_layers`
+8 trains the last 8 layers of each encoder (a low-memory setting; 0 = both whole, as the paper
+trains SD2's one encoder). The residual is {SDXL.width} wide and works with SDXL checkpoints only.""",
+                     train_layers=8)
 
 
 @workflow

@@ -19,10 +19,12 @@ class ResidualBinding:
     """One residual bound to one occurrence of a phrase in the prompt."""
 
     name: str  # the residual's file name, for messages and the token map
-    residual: torch.Tensor  # [n_tokens, 1024]
+    residual: torch.Tensor  # [n_tokens, width of its model family]
     phrase: str
     occurrence: int = 1
     strength: float = 1.0
+    base_model: str = "sd2"  # the residual's model family (training/model_families.py keys)
+    text_encoders: str | None = None  # fingerprint of the encoders it was trained with, when recorded
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def locate_bindings(tokens: PromptTokens, bindings: Sequence[ResidualBinding]) -
 
 def add_residuals(cond: torch.Tensor, placements: Sequence[Placement],
                   residuals: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Return ``cond`` (``[B, T, 1024]``) with ``strength * residual`` added at each placement's rows.
+    """Return ``cond`` (``[B, T, width]``) with ``strength * residual`` added at each placement's rows.
 
     Row ``i`` of a residual goes to the phrase's ``i``-th token. ``cond`` is never modified.
     Two bindings on the same rows add up.

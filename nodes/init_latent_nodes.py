@@ -92,7 +92,8 @@ class Cones2LayoutInitLatent:
                                                  "Without it: the layout canvas's size, batch 1."}),
                 "model": ("MODEL", {"tooltip": "The model you sample with: its noise schedule and latent scale are "
                                                "read (a ModelSamplingDiscrete override included). Without it: "
-                                               "SD2's defaults, right for SD2.1 base and 768 v."}),
+                                               "SD2's defaults, right for SD2.x and SD1.x; connect it for SDXL (its latent "
+                                               "scale is 0.13025, not 0.18215)."}),
             },
         }
 

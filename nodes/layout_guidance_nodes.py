@@ -57,7 +57,7 @@ class Cones2LayoutGuidance:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD2.x model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x or SDXL model (CheckpointLoaderSimple)."}),
                 "layout": (LAYOUT, {"tooltip": "Where each subject goes (Cones2 Layout Boxes, from mask, from colour map)."}),
                 **guidance_inputs(),
             },
@@ -87,7 +87,7 @@ class Cones2LayoutGuidedSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD2.x model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x or SDXL model (CheckpointLoaderSimple)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                                  "tooltip": "The random seed of the initial noise (and of self-recurrence's re-noise)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 10000}),

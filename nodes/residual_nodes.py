@@ -7,16 +7,12 @@ import os
 import folder_paths
 
 from ..comfy_adapters.folders import RESIDUALS, RESIDUALS_LABEL, not_in_folder, residual_file
-from ..guidance import conditioning_keys
-from ..guidance.prompt_tokens import PhraseNotFoundError, PromptTokens
-from ..guidance.residual_placement import (
-    ResidualBinding,
-    ResidualPlacementError,
-    add_residuals,
-    locate_bindings,
-)
+from ..comfy_adapters.text_conditioning import TextConditioningError, encode_with_residuals
+from ..guidance.prompt_tokens import PhraseNotFoundError
+from ..guidance.residual_placement import ResidualBinding, ResidualPlacementError
 from ..training.inline_residual import residual_from_base64
-from ..training.residual_file import EMBED_DIM, ResidualFileError, load_residual
+from ..training.model_families import ModelFamilyError
+from ..training.residual_file import ResidualFileError, load_residual
 from .node_errors import named_errors, node_message
 from .node_registry import register_nodes
 from .node_types import BINDINGS, CATEGORY, RESIDUAL
@@ -39,7 +35,8 @@ def bind(node: str, name: str, residual, phrase: str, occurrence: int, strength:
         raise ValueError(node_message(
             node, f"{name} records no subject (an authors' .pt file, or one converted without --subject). "
             "Type the phrase it binds to in the 'phrase' box, e.g. 'dog'."))
-    binding = ResidualBinding(name, residual.tensor, phrase, int(occurrence), float(strength))
+    binding = ResidualBinding(name, residual.tensor, phrase, int(occurrence), float(strength),
+                              base_model=residual.base_model, text_encoders=residual.text_encoders)
     return (tuple(bindings or ()) + (binding,),)
 
 
@@ -163,7 +160,8 @@ class Cones2ApplyResidual:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "An SD2.x CLIP (from CheckpointLoaderSimple)."}),
+                "clip": ("CLIP", {"tooltip": "The CLIP of an SD1.x, SD2.x or SDXL checkpoint (CheckpointLoaderSimple); "
+                                             "the residuals must be of the same family."}),
                 "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
                                     "tooltip": "The prompt; it must contain each bound phrase."}),
             },
@@ -175,40 +173,17 @@ class Cones2ApplyResidual:
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Encodes the prompt like CLIPTextEncode, adds each subject's residual at its phrase, "
-                   "and records where every word sits for layout guidance.")
+    DESCRIPTION = ("Encodes the prompt like CLIPTextEncode, adds each subject's residual at its phrase "
+                   "(the whole conditioning row: 768 wide on SD1.x, 1024 on SD2.x, 2048 on SDXL; SDXL's pooled "
+                   "vector is left unchanged), and records where every word sits for layout guidance. A residual "
+                   "of another family is refused; one trained with other text encoders is applied with a warning.")
 
     def encode(self, clip, text, bindings=None):
         if clip is None:
             raise RuntimeError(node_message(self.NAME, "the clip input is None; the checkpoint has no text encoder."))
-        bindings = tuple(bindings or ())
-        tokens = clip.tokenize(text)
-        tokenizer = getattr(clip.tokenizer, "clip_h", None)
-        if set(tokens) != {"h"} or tokenizer is None:
-            raise ValueError(node_message(
-                self.NAME, f"this CLIP is not SD2's (its encoders: {sorted(tokens)}; SD2 has one "
-                "OpenCLIP-H 'h'). Cones 2 works with SD2.x checkpoints; load one with CheckpointLoaderSimple."))
-        prompt_tokens = PromptTokens.from_chunks(
-            tokens["h"], lambda i: tokenizer.inv_vocab.get(i, ""), tokenizer.start_token, tokenizer.end_token)
-        with named_errors(self.NAME, value=(PhraseNotFoundError, ResidualPlacementError)):
-            placements = locate_bindings(prompt_tokens, bindings)
-
-        conditioning = clip.encode_from_tokens_scheduled(tokens)
-        width = conditioning[0][0].shape[-1]
-        if width != EMBED_DIM:
-            raise ValueError(node_message(
-                self.NAME, f"this CLIP gives {width}-wide embeddings; SD2's are {EMBED_DIM}. "
-                "Use the CLIP of an SD2.x checkpoint."))
-        residuals = [b.residual for b in bindings]
-        extra = {conditioning_keys.PROMPT_TOKENS: prompt_tokens.to_json()}
-        out = []
-        for cond, meta in conditioning:
-            if cond.shape[1] != prompt_tokens.length:
-                raise RuntimeError(node_message(
-                    self.NAME, f"the encoder returned {cond.shape[1]} rows for {prompt_tokens.length} "
-                    "tokens; this CLIP does not encode like SD2's."))
-            new_cond = add_residuals(cond, placements, residuals) if placements else cond
-            out.append([new_cond, {**meta, **extra}])
+        with named_errors(self.NAME, value=(ModelFamilyError, PhraseNotFoundError, ResidualPlacementError),
+                          runtime=(TextConditioningError,)):
+            out = encode_with_residuals(clip, text, tuple(bindings or ()), self.NAME)
         return (out,)
 
 

@@ -38,9 +38,10 @@ from .node_types import DINOV2, LAYOUT, SCORES, SUBJECT_REFERENCES
 from .node_types import SCORING_CATEGORY as CATEGORY
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-CLIP_T_HINT = ("CLIP-T needs the text encoder and the image tower of the same CLIP model: for SD2 connect its CLIP "
-               "and the OpenCLIP ViT-H/14 image encoder (e.g. CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors in "
-               "models/clip_vision, loaded by Load CLIP Vision)")
+CLIP_T_HINT = ("CLIP-T needs the text encoder and the image tower of the same CLIP model: for SD2.x connect its CLIP "
+               "and the OpenCLIP ViT-H/14 image encoder (e.g. CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors), for SDXL "
+               "its CLIP and OpenCLIP ViT-bigG/14 (e.g. clip_vision_g.safetensors), in models/clip_vision, loaded by "
+               "Load CLIP Vision; SD1.x's CLIP has no text projection, so it gives no CLIP-T")
 
 
 class Cones2SubjectReference:
@@ -149,8 +150,9 @@ class Cones2ScoreSubjects:
                 "clip_vision": ("CLIP_VISION", {"tooltip": "A CLIP image encoder (Load CLIP Vision): CLIP-I scores, "
                                                            "and CLIP-T with a matching CLIP."}),
                 "dinov2": (DINOV2, {"tooltip": "DINOv2 (Cones2LoadDINOv2): MuDI's D&C-DINO variant."}),
-                "clip": ("CLIP", {"tooltip": "For CLIP-T: the text encoder of the same CLIP as clip_vision (SD2's "
-                                             "CLIP with the OpenCLIP ViT-H/14 image encoder)."}),
+                "clip": ("CLIP", {"tooltip": "For CLIP-T: the text encoder of the same CLIP as clip_vision (SD2.x's "
+                                             "CLIP with OpenCLIP ViT-H/14, SDXL's with ViT-bigG/14; SD1.x's has no "
+                                             "text projection)."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                                       "For CLIP-T: the prompt, with class words (not residual names)."}),
             },

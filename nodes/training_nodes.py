@@ -64,7 +64,7 @@ PHASE_NAMES = {PHOTOS: ("photos", "photos through the VAE"), SETUP: ("sentences"
 
 
 class Cones2TrainResidual:
-    """Fine-tune a copy of SD2's text encoder on a subject's photos and return the subject's residual."""
+    """Fine-tune a copy of the checkpoint's text encoder(s) on a subject's photos and return the subject's residual."""
 
     NAME = "Cones2TrainResidual"
     DISPLAY_NAME = "Cones2 Train Residual"
@@ -73,9 +73,10 @@ class Cones2TrainResidual:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD2.x MODEL (CheckpointLoaderSimple). Frozen: only a copy of "
-                                               "the text encoder trains."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP. It is copied, never changed."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x or SDXL MODEL (CheckpointLoaderSimple). Frozen: "
+                                               "only a copy of the text encoder trains."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP (SDXL: both text encoders train). It is "
+                                             "copied, never changed."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE, to encode the photos once."}),
                 "images": ("IMAGE", {"tooltip": "3-5 photos of the subject, any size (each is resized so its short "
                                                 "side is the resolution, then cropped)."}),
@@ -98,8 +99,9 @@ class Cones2TrainResidual:
                        "The loss curve as an image.")
     FUNCTION = "train"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Cones 2 training: fine-tunes a copy of SD2's text encoder through the frozen UNet on the "
-                   "subject's photos, then averages how the subject phrase's embedding moved (Eq. 5).")
+    DESCRIPTION = ("Cones 2 training: fine-tunes a copy of the checkpoint's text encoder(s) (SD1.x, SD2.x, SDXL) "
+                   "through the frozen UNet on the subject's photos, then averages how the subject phrase's "
+                   "embedding moved (Eq. 5). The residual records its model family.")
 
     def train(self, model, clip, vae, images, phrase, resume_from=NO_RESUME, **setting_values):
         if setting_values.get("seed") is not None:
@@ -138,6 +140,7 @@ class Cones2TrainResidual:
             result, training_checkpoint=checkpoint_path.name if checkpoint_path is not None else None)
         with named_errors(self.NAME, runtime=(ResidualFileError,)):
             residual = make_residual(result.residual, subject=" ".join(phrase.split()), token_ids=result.token_ids,
+                                     base_model=result.base_model, text_encoders=result.text_encoders,
                                      training=training, source=self.NAME)
         log.info("%s: %d steps in %.1f s, final loss %.4f", self.NAME, result.steps_run, result.seconds,
                  result.losses["loss"][-1] if result.losses["loss"] else float("nan"))

@@ -55,7 +55,7 @@ def parse_args(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True,
-                   help="SD2.x checkpoint: a path, or a name in ComfyUI's models/checkpoints")
+                   help="SD1.x, SD2.x or SDXL checkpoint: a path, or a name in ComfyUI's models/checkpoints")
     p.add_argument("--images", required=True, nargs="+", type=Path, help="a folder of photos, or photo files")
     p.add_argument("--phrase", required=True, help="the subject's class word or phrase, e.g. dog, 'robot toy'")
     p.add_argument("--official", action="store_true",
@@ -241,8 +241,9 @@ def main(argv=None) -> int:
             return 1
         ckpt = Path(found)
     files = image_files(args.images)
+    size = f"{settings.resolution} px" if settings.resolution else "the model's own resolution"
     print(f"checkpoint {ckpt.name}; {len(files)} photo(s); phrase {args.phrase!r}; {settings.steps} steps at "
-          f"{settings.resolution} px, lr {settings.learning_rate:g}", file=sys.stderr)
+          f"{size}, lr {settings.learning_rate:g}", file=sys.stderr)
 
     with torch.inference_mode():  # loaded as inside a ComfyUI prompt
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
@@ -299,7 +300,8 @@ def main(argv=None) -> int:
         result, model_checkpoint=ckpt.name,
         training_checkpoint=checkpoint_path.name if checkpoint_path and checkpoint_path.exists() else None)
     residual = make_residual(result.residual, subject=" ".join(args.phrase.split()), token_ids=result.token_ids,
-                             training=training, source="train_residual.py")
+                             base_model=result.base_model, text_encoders=result.text_encoders, training=training,
+                             source="train_residual.py")
     default_dir = residual_save_dir()
     try:
         out, warnings = write_residual(residual, output=args.output, folder=args.output_dir or default_dir,

@@ -1,10 +1,11 @@
-"""A trainable copy of SD2's text encoder: the CLIP text transformer, out of place, in plain torch.
+"""A trainable copy of a text encoder: the CLIP text transformer, out of place, in plain torch.
 
 ComfyUI's CLIP layers add residuals in place (``x += ...``), so autograd cannot run
-through them; this module computes the same function out of place. SD2 conditions the
-UNet on the penultimate layer's hidden state with the final layer norm applied, so the
-copy keeps only the layers up to that one (23 of OpenCLIP-H's 24): the last layer never
-affects the output and is neither stored nor trained.
+through them; this module computes the same function out of place. The copy keeps only
+the layers up to the one the UNet is conditioned on, so later layers are neither stored
+nor trained: SD2 reads OpenCLIP-H's penultimate layer (23 of 24) with the final layer norm,
+SD1 CLIP-L's last layer with it, SDXL the penultimate layers of CLIP-L and OpenCLIP bigG
+without it, concatenated (``ConcatTextEncoder``).
 
 Parameter names are those of a transformers ``CLIPTextModel`` (ComfyUI uses the same,
 under ``text_model.``), so ``clip_h.transformer.state_dict()`` loads directly.
@@ -13,7 +14,7 @@ under ``text_model.``), so ``clip_h.transformer.state_dict()`` loads directly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ class ClipTextConfig:
     context_length: int = 77
     activation: str = "gelu"
     layer_norm_eps: float = 1e-5
+    final_norm: bool = True  # the final layer norm on the output (SD1, SD2); SDXL's encoders have none
 
 
 class _Embeddings(nn.Module):
@@ -97,7 +99,8 @@ class _Encoder(nn.Module):
 
 
 class ClipTextEncoder(nn.Module):
-    """SD2's text conditioning: ``final_layer_norm(hidden state after the kept layers)``, ``[B, T, width]``.
+    """A text conditioning: ``final_layer_norm(hidden state after the kept layers)`` (or the hidden state
+    itself without ``final_norm``), ``[B, T, width]``.
 
     ``embed_prefix(ids, start)`` runs the embeddings and the first ``start`` layers;
     ``forward_from(hidden, start)`` runs the rest. With the first layers frozen, the prefix
@@ -109,7 +112,8 @@ class ClipTextEncoder(nn.Module):
         self.config = cfg
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg)
-        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.final_layer_norm = (nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if cfg.final_norm
+                                 else nn.Identity())
         self.gradient_checkpointing = False
         self.between_layers: Callable[[], None] | None = None  # e.g. a cancel check, during long encodes
 
@@ -142,7 +146,7 @@ class ClipTextEncoder(nn.Module):
         return self.forward_from(self.embed_prefix(ids, 0), 0)
 
     def trainable_parameters(self, train_layers: int = 0) -> list[nn.Parameter]:
-        """The parameters trained with ``train_layers`` (0 = everything; k = the last k layers + final norm)."""
+        """The parameters trained with ``train_layers`` (0 = everything; k = the last k layers + final norm, if any)."""
         if train_layers <= 0 or train_layers >= len(self.layers):
             return list(self.parameters())
         params = [p for layer in self.layers[len(self.layers) - train_layers:] for p in layer.parameters()]
@@ -160,7 +164,7 @@ def _strip(key: str) -> str:
 
 
 def config_from_state_dict(state_dict: dict, *, layer_index: int = -2, heads: int | None = None,
-                           activation: str = "gelu") -> ClipTextConfig:
+                           activation: str = "gelu", final_norm: bool = True) -> ClipTextConfig:
     """Infer the config of a CLIP text transformer state dict (transformers/ComfyUI names).
 
     ``layer_index`` picks the output layer as ComfyUI's ``hidden_states[layer_index]``
@@ -178,19 +182,21 @@ def config_from_state_dict(state_dict: dict, *, layer_index: int = -2, heads: in
     if not 1 <= kept <= total:
         raise ValueError(f"layer_index {layer_index} is outside a {total}-layer encoder")
     return ClipTextConfig(vocab_size=vocab, width=width, heads=heads or max(1, width // 64), mlp_width=mlp,
-                          layers=kept, context_length=context, activation=activation)
+                          layers=kept, context_length=context, activation=activation, final_norm=final_norm)
 
 
 def encoder_from_state_dict(state_dict: dict, *, layer_index: int = -2, heads: int | None = None,
-                            activation: str = "gelu", device=None) -> ClipTextEncoder:
+                            activation: str = "gelu", final_norm: bool = True, device=None) -> ClipTextEncoder:
     """A float32 ``ClipTextEncoder`` holding a copy of ``state_dict``'s weights (never sharing storage).
 
     Accepts transformers 4.x names (``text_model.`` prefix), 5.x names (none) and ComfyUI's;
-    ignores ``text_projection``, ``position_ids`` and the layers after the output layer.
+    ignores ``text_projection``, ``position_ids``, the layers after the output layer and, without
+    ``final_norm``, the final layer norm.
     The copy is made outside inference mode, so weights loaded inside a ComfyUI prompt
     (inference tensors) become ordinary trainable tensors.
     """
-    cfg = config_from_state_dict(state_dict, layer_index=layer_index, heads=heads, activation=activation)
+    cfg = config_from_state_dict(state_dict, layer_index=layer_index, heads=heads, activation=activation,
+                                 final_norm=final_norm)
     with torch.device("meta"):
         model = ClipTextEncoder(cfg)
     wanted = model.state_dict().keys()
@@ -208,11 +214,95 @@ def encoder_from_state_dict(state_dict: dict, *, layer_index: int = -2, heads: i
     return model
 
 
-def weights_fingerprint(model: ClipTextEncoder) -> str:
+class ConcatTextEncoder(nn.Module):
+    """Text encoders that read the same token positions, their outputs concatenated along the width
+    (SDXL: CLIP-L's 768 ++ OpenCLIP bigG's 1280 = 2048), with ``ClipTextEncoder``'s interface.
+
+    The ids may come padded either way: each part sees them with its own pad id after the first
+    end token (``pads``; SDXL's CLIP-L pads with the end token, bigG with 0, as ComfyUI's two
+    tokenizers do). ``train_layers`` k trains the last k layers of every part (a part of k layers
+    or fewer trains whole). ``layers`` are the deepest part's: a layer index ``start`` counts
+    from its first layer, a shallower part starts as many layers later as it is shallower. The
+    hidden state between ``embed_prefix`` and ``forward_from`` is the parts' concatenated.
+    """
+
+    def __init__(self, parts: Sequence[ClipTextEncoder], pads: Sequence[int], end: int):
+        super().__init__()
+        if len(parts) != len(pads) or not parts:
+            raise ValueError("one pad id per part, and at least one part")
+        self.parts = nn.ModuleList(parts)
+        self.pads = tuple(int(p) for p in pads)
+        self.end = int(end)
+        self.widths = [p.config.width for p in parts]
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return max(self.parts, key=lambda p: len(p.layers)).layers
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return all(p.gradient_checkpointing for p in self.parts)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        for p in self.parts:
+            p.gradient_checkpointing = value
+
+    @property
+    def between_layers(self) -> Callable[[], None] | None:
+        return self.parts[0].between_layers
+
+    @between_layers.setter
+    def between_layers(self, value: Callable[[], None] | None) -> None:
+        for p in self.parts:
+            p.between_layers = value
+
+    def _start(self, part: ClipTextEncoder, start: int) -> int:
+        return max(0, len(part.layers) - len(self.layers) + start)
+
+    def part_ids(self, ids: torch.Tensor, pad: int) -> torch.Tensor:
+        """``ids`` with every position after the first end token set to ``pad``."""
+        is_end = (ids == self.end).long()
+        after_end = (is_end.cumsum(1) - is_end) > 0
+        return torch.where(after_end, torch.full_like(ids, pad), ids)
+
+    def embed_prefix(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return torch.cat([p.embed_prefix(self.part_ids(ids, pad), self._start(p, start))
+                          for p, pad in zip(self.parts, self.pads, strict=True)], dim=-1)
+
+    def forward_from(self, hidden: torch.Tensor, start: int = 0) -> torch.Tensor:
+        pieces = torch.split(hidden, self.widths, dim=-1)
+        return torch.cat([p.forward_from(h, self._start(p, start)) for p, h in zip(self.parts, pieces, strict=True)],
+                         dim=-1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(self.embed_prefix(ids, 0), 0)
+
+    def trainable_parameters(self, train_layers: int = 0) -> list[nn.Parameter]:
+        """The parameters trained with ``train_layers`` (0 = everything; k = the last k layers of each part)."""
+        return [q for p in self.parts for q in p.trainable_parameters(train_layers)]
+
+    def first_trained_layer(self, train_layers: int = 0) -> int:
+        """Index (in the deepest part's layers) of the first layer that trains (0 when everything trains)."""
+        if train_layers <= 0 or train_layers >= len(self.layers):
+            return 0
+        return len(self.layers) - train_layers
+
+
+TextEncoder = ClipTextEncoder | ConcatTextEncoder
+
+
+def weights_fingerprint(model: TextEncoder) -> str:
     """A short hash of the encoder's weights (token embedding sample, first and last layer), to match checkpoints."""
     h = hashlib.sha256()
+    if isinstance(model, ConcatTextEncoder):
+        for part in model.parts:
+            h.update(weights_fingerprint(part).encode())
+        return h.hexdigest()[:16]
     picks = [model.embeddings.token_embedding.weight[::997], model.layers[0].self_attn.q_proj.weight[::61],
-             model.layers[-1].mlp.fc2.weight[::61], model.final_layer_norm.weight]
+             model.layers[-1].mlp.fc2.weight[::61]]
+    if isinstance(model.final_layer_norm, nn.LayerNorm):
+        picks.append(model.final_layer_norm.weight)
     for t in picks:
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

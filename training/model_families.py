@@ -8,6 +8,7 @@ adapter (``comfy_adapters/model_families.py``) decides which family a MODEL or C
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -24,6 +25,12 @@ class ModelFamily:
     encoder_names: str
     resolution: int  # the family's native training resolution (the training default)
     checkpoint: str  # the usual checkpoint file name, for workflows and docs
+
+    @property
+    def pooled_encoder(self) -> str:
+        """The encoder whose pooled vector ComfyUI returns with the rows (SDXL's ADM input, CLIP-T's text
+        embedding): the last one (SDXL: bigG)."""
+        return self.encoders[-1]
 
 
 SD1 = ModelFamily("sd1", "SD1.x", 768, ("l",), "CLIP-L", 512, "v1-5-pruned-emaonly.safetensors")
@@ -56,3 +63,29 @@ def check_same_family(residual: ModelFamily, model: ModelFamily, what: str) -> N
             f"over between families: train this subject again on an {model.label} checkpoint, or use an "
             f"{residual.label} checkpoint."
         )
+
+
+FINGERPRINT_SAMPLES = 64  # values read per tensor: enough to tell two trainings' encoders apart, cheap on any size
+
+
+def weights_fingerprint(named_tensors) -> str:
+    """A short, cheap fingerprint of a set of weights: ``(name, tensor)`` pairs in any order.
+
+    Per floating-point tensor it hashes the name, the shape and ``FINGERPRINT_SAMPLES`` evenly
+    strided values rounded to fp16 (the same weights loaded as fp32 or fp16 agree), never all
+    of it: a fine-tuned encoder changes every weight, and reading a few values of each tensor
+    costs milliseconds where hashing a 1.4 GB encoder costs seconds. Equal fingerprints mean
+    "very likely the same encoders", unequal ones "different weights" (or weights named otherwise).
+    """
+    import torch  # here: the family facts themselves need only the standard library (the workflow generator)
+
+    digest = hashlib.sha256()
+    for name, t in sorted(named_tensors, key=lambda nt: nt[0]):
+        if not t.is_floating_point():
+            continue
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+        sample = flat[::step][:FINGERPRINT_SAMPLES].to(device="cpu", dtype=torch.float32).to(torch.float16)
+        digest.update(f"{name}:{list(t.shape)}:".encode())
+        digest.update(repr(sample.view(torch.int16).tolist()).encode())
+    return "w1:" + digest.hexdigest()[:16]

@@ -1,7 +1,7 @@
-"""Token ids of training prompts, padded as SD2 pads them, and the rows of the subject phrase.
+"""Token ids of training prompts, padded as the model's tokenizer pads them, and the rows of the subject phrase.
 
 A tokenizer here is any callable ``text -> content token ids`` (no start/end tokens): the
-nodes pass ComfyUI's own SD2 tokenizer, tests a small CLIP tokenizer. A prompt becomes
+nodes pass ComfyUI's own tokenizer of the model's family, tests a small CLIP tokenizer. A prompt becomes
 ``[start, content..., end, pad, ...]`` of the context length (77): token ``i`` of the
 content sits at row ``i + 1``.
 """
@@ -26,7 +26,7 @@ class PromptError(TrainingInputError):
 class SpecialTokens:
     start: int = 49406
     end: int = 49407
-    pad: int = 0  # SD2 pads with id 0 (ComfyUI and the authors' diffusers tokenizer alike)
+    pad: int = 0  # SD2 pads with id 0 (ComfyUI and the authors' diffusers tokenizer alike); SD1's CLIP-L with the end
     length: int = 77
 
     @property

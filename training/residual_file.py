@@ -1,10 +1,13 @@
 """The residual file: one subject's Cones 2 residual, stored and validated.
 
-A residual is ``[n_tokens, 1024]`` float32 added to SD2's text-encoder output at the
-rows of the subject's class phrase. On disk it is a safetensors file holding one tensor
-named ``residual`` plus string metadata (``format``, ``format_version``, ``subject``,
-``token_ids``, ``base_model``, ``training``: see ``residual_metadata``). The authors' ``*.pt``
-files (a bare tensor, ``[1024]`` or ``[n, 1024]``) load too, through
+A residual is ``[n_tokens, width]`` float32 added to the text conditioning at the rows of the
+subject's class phrase; ``width`` is its model family's conditioning width (768 SD1.x, 1024
+SD2.x, 2048 SDXL: ``training/model_families.py``). On disk it is a safetensors file holding
+one tensor named ``residual`` plus string metadata (``format``, ``format_version``,
+``subject``, ``token_ids``, ``base_model`` = the family's key, ``text_encoders`` = the
+fingerprint of the encoders it was trained with, ``training``: see ``residual_metadata``). A
+file without ``base_model`` is SD2.x, the family of the paper. The authors' ``*.pt`` files (a
+bare SD2 tensor, ``[1024]`` or ``[n, 1024]``) load too, through
 ``torch.load(weights_only=True)``, which never unpickles code. ``SUFFIXES`` are the file
 types a residual may have: the model folder lists them and ``load_residual`` reads them.
 ``load_residual_bytes`` is the one reader of the safetensors format, for files and for a
@@ -23,11 +26,13 @@ from safetensors.torch import load as safetensors_tensors
 from safetensors.torch import save as safetensors_bytes
 
 from .atomic_files import write_atomic
+from .model_families import FAMILIES, REFERENCE, ModelFamily, ModelFamilyError, family_named, family_of_width
 
 FORMAT_NAME = "cones2-residual"
 FORMAT_VERSION = 1
-EMBED_DIM = 1024
-BASE_MODEL = "sd2"
+EMBED_DIM = REFERENCE.width  # SD2.x's width, of the authors' files
+BASE_MODEL = REFERENCE.key  # the family of a file that records none
+_WIDTHS = ", ".join(f"{f.width} on {f.label}" for f in FAMILIES.values())
 MAX_TOKENS = 75  # one CLIP chunk holds at most 75 content tokens
 SUFFIXES = (".safetensors", ".pt")  # this pack's format, the authors' torch files
 # A residual row is the mean shift of a final-LayerNorm output row (norm ≈ √1024·|γ| ≈ 32 for SD2).
@@ -49,10 +54,11 @@ class ResidualFileError(ValueError):
 class Residual:
     """A validated residual and what is known about how it was made."""
 
-    tensor: torch.Tensor  # [n_tokens, 1024] float32 on the CPU
+    tensor: torch.Tensor  # [n_tokens, family width] float32 on the CPU
     subject: str | None = None  # the class phrase it was trained on ("dog", "robot toy")
     token_ids: tuple[int, ...] | None = None  # the phrase's CLIP token ids
-    base_model: str = BASE_MODEL
+    base_model: str = BASE_MODEL  # its model family's key (model_families)
+    text_encoders: str | None = None  # fingerprint of the encoders it was trained with, when known
     training: dict = field(default_factory=dict)  # settings of the run that made it, when known
     source: str = "<memory>"  # where it came from, for messages
 
@@ -60,13 +66,30 @@ class Residual:
     def n_tokens(self) -> int:
         return int(self.tensor.shape[0])
 
+    @property
+    def family(self) -> ModelFamily:
+        return family_named(self.base_model)
 
-def check_residual_tensor(tensor, source: str) -> torch.Tensor:
-    """Return ``tensor`` as a contiguous ``[n, 1024]`` float32 CPU tensor, or raise ResidualFileError."""
+
+def _family(base_model: str, source: str) -> ModelFamily:
+    try:
+        return family_named(base_model)
+    except ModelFamilyError as e:
+        raise ResidualFileError(
+            f"{source}: made for base model {base_model!r}, which this pack cannot apply: {e}. "
+            "Update the pack, or train the subject again on a supported checkpoint."
+        ) from None
+
+
+def check_residual_tensor(tensor, source: str, base_model: str = BASE_MODEL) -> torch.Tensor:
+    """Return ``tensor`` as a contiguous ``[n, width]`` float32 CPU tensor, or raise ResidualFileError.
+
+    ``width`` is the conditioning width of the family ``base_model`` (model_families)."""
+    family = _family(base_model, source)
     if not isinstance(tensor, torch.Tensor):
         raise ResidualFileError(
             f"{source}: holds a {type(tensor).__name__}, not a tensor. "
-            "A residual file holds one [n_tokens, 1024] tensor; pick a file made by Cones 2 training."
+            f"A residual file holds one [n_tokens, {family.width}] tensor; pick a file made by Cones 2 training."
         )
     if not (tensor.is_floating_point()):
         raise ResidualFileError(f"{source}: the residual has dtype {tensor.dtype}; it must be floating point.")
@@ -74,14 +97,18 @@ def check_residual_tensor(tensor, source: str) -> torch.Tensor:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 2:
         raise ResidualFileError(
-            f"{source}: the residual has shape {list(tensor.shape)}; expected [n_tokens, {EMBED_DIM}] or [{EMBED_DIM}]."
+            f"{source}: the residual has shape {list(tensor.shape)}; expected [n_tokens, {family.width}] "
+            f"or [{family.width}] for {family.label}."
         )
     n, width = tensor.shape
-    if width != EMBED_DIM:
-        hint = " (768 is SD1.x's text width)" if width == 768 else ""
+    if width != family.width:
+        other = family_of_width(width)
+        hint = f" ({width} is {other.label}'s conditioning width)" if other else ""
+        default = " (a file that records no family is SD2.x, as the authors' .pt files are)" if family == REFERENCE else ""
         raise ResidualFileError(
-            f"{source}: the residual is {width} wide{hint}, but SD2's text encoder is {EMBED_DIM} wide. "
-            "Cones 2 residuals only work with SD2.x; train this subject again on an SD2.x checkpoint."
+            f"{source}: the residual is {width} wide{hint}, but its family is {family.label}{default}, whose "
+            f"conditioning rows are {family.width} wide. The file is inconsistent: train this subject again "
+            "on the checkpoint you use (the pack records its family)."
         )
     if n == 0 or n > MAX_TOKENS:
         raise ResidualFileError(
@@ -98,16 +125,19 @@ def check_residual_tensor(tensor, source: str) -> torch.Tensor:
     if not largest <= MAX_ROW_NORM:  # also catches a norm that overflows to inf
         raise ResidualFileError(
             f"{source}: a residual row has norm {largest:.3g}; training cannot make rows above {MAX_ROW_NORM:.0e} "
-            "(SD2's text rows themselves have norm ≈ 32), so it would ruin every image. "
+            "(the text rows themselves have norms of tens), so it would ruin every image. "
             "The file is damaged or not a Cones 2 residual: train the subject again or get the file again."
         )
     return tensor
 
 
-def make_residual(tensor, *, subject=None, token_ids=None, base_model=BASE_MODEL, training=None,
+def make_residual(tensor, *, subject=None, token_ids=None, base_model=BASE_MODEL, text_encoders=None, training=None,
                   source="<memory>") -> Residual:
-    """Validate ``tensor`` and wrap it with its metadata."""
-    tensor = check_residual_tensor(tensor, source)
+    """Validate ``tensor`` (its width: ``base_model``'s family) and wrap it with its metadata.
+
+    ``text_encoders``: the fingerprint of the encoders it was trained with
+    (``comfy_adapters.model_families.text_encoder_fingerprint``), or None."""
+    tensor = check_residual_tensor(tensor, source, base_model)
     if token_ids is not None:
         token_ids = tuple(int(t) for t in token_ids)
         if len(token_ids) != tensor.shape[0]:
@@ -116,7 +146,7 @@ def make_residual(tensor, *, subject=None, token_ids=None, base_model=BASE_MODEL
                 f"{list(token_ids)}; the file is inconsistent, train or convert it again."
             )
     return Residual(tensor=tensor, subject=subject or None, token_ids=token_ids, base_model=base_model,
-                    training=dict(training or {}), source=source)
+                    text_encoders=text_encoders or None, training=dict(training or {}), source=source)
 
 
 def residual_metadata(residual: Residual) -> dict[str, str]:
@@ -126,6 +156,8 @@ def residual_metadata(residual: Residual) -> dict[str, str]:
         meta["subject"] = residual.subject
     if residual.token_ids is not None:
         meta["token_ids"] = json.dumps(list(residual.token_ids))
+    if residual.text_encoders:
+        meta["text_encoders"] = residual.text_encoders
     if residual.training:
         meta["training"] = json.dumps(residual.training, sort_keys=True, separators=(",", ":"))
     return meta
@@ -232,8 +264,6 @@ def load_residual_bytes(data: bytes, source: str) -> Residual:
             "Update the pack."
         )
     base = meta.get("base_model", BASE_MODEL)
-    if base != BASE_MODEL:
-        raise ResidualFileError(f"{name}: made for base model '{base}'; this pack applies '{BASE_MODEL}' residuals.")
     try:
         token_ids = json.loads(meta["token_ids"]) if "token_ids" in meta else None
         training = json.loads(meta["training"]) if "training" in meta else {}
@@ -243,7 +273,7 @@ def load_residual_bytes(data: bytes, source: str) -> Residual:
     except ValueError as e:  # json.JSONDecodeError is one
         raise ResidualFileError(f"{name}: damaged metadata ({e}); convert or train it again.") from None
     return make_residual(tensor, subject=meta.get("subject"), token_ids=token_ids, base_model=base,
-                         training=training, source=name)
+                         text_encoders=meta.get("text_encoders"), training=training, source=name)
 
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
@@ -281,7 +311,7 @@ def _check_is_residual(meta: dict[str, str], shapes: dict[str, list[int]], sourc
     if "residual" not in shapes or fmt not in (None, FORMAT_NAME):
         raise ResidualFileError(
             f"{source}: not a Cones 2 residual: {_describe_tensors(shapes, fmt)}. A residual holds one tensor named "
-            f"'residual' [n_tokens, {EMBED_DIM}] (format '{FORMAT_NAME}'). {_kind_hint(shapes)}"
+            f"'residual' [n_tokens, width] (width {_WIDTHS}; format '{FORMAT_NAME}'). {_kind_hint(shapes)}"
             "Put only residual files in models/cones2_residuals."
         )
 
@@ -394,6 +424,7 @@ def convert_to_safetensors(src, dst=None, *, subject: str | None = None, token_i
     dst = Path(dst) if dst else src.with_suffix(".safetensors")
     residual = make_residual(residual.tensor, subject=subject or residual.subject,
                              token_ids=token_ids if token_ids is not None else residual.token_ids,
+                             base_model=residual.base_model, text_encoders=residual.text_encoders,
                              training={**residual.training, "converted_from": src.name}, source=src.name)
     return save_residual(residual, dst, overwrite=overwrite)
 

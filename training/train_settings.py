@@ -8,10 +8,27 @@ basic options, then the advanced ones; fields without an ``Option`` are not offe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
+from .model_families import SD1, SD2, SDXL, ModelFamily
+
 DEFAULT_PROMPT = "a photo of {a} {}"
+NATIVE_RESOLUTION = 0  # the resolution setting that means "the model's own size" (native_resolution)
+SD2_BASE_RESOLUTION = 512  # SD2.0/2.1-base: the eps SD2 models, trained at 512 (the 768-v ones at SD2's 768)
+
+
+def native_resolution(family: ModelFamily, prediction: str) -> int:
+    """The size a model of ``family`` was trained at: the family's, except SD2.x-base (eps) at 512."""
+    return SD2_BASE_RESOLUTION if family == SD2 and prediction == "eps" else family.resolution
+
+
+def resolved_resolution(settings: TrainSettings, family: ModelFamily, prediction: str) -> TrainSettings:
+    """``settings`` with resolution 0 (NATIVE_RESOLUTION) replaced by the model's native size."""
+    if settings.resolution != NATIVE_RESOLUTION:
+        return settings
+    return replace(settings, resolution=native_resolution(family, prediction))
+
 OFFICIAL_PROMPT = "{}"
 
 
@@ -69,8 +86,11 @@ class TrainSettings:
     learning_rate: float = _option(1e-6, "AdamW learning rate (paper: 1e-6).",
                                    min=1e-8, max=1e-2, step=1e-7, aliases=("--lr",))
     batch_size: int = _option(1, "Photos per step.", min=1, max=16)
-    resolution: int = _option(512, "Training resolution: 512 for SD2.1-base, 768 for SD2.1 (v).",
-                              min=64, max=2048, step=64)
+    resolution: int = _option(
+        NATIVE_RESOLUTION, f"Training resolution in px (the photos' short side). 0 = the model's own: {SD1.resolution} "
+        f"for SD1.x, {SD2_BASE_RESOLUTION} for SD2.x-base, {SD2.resolution} for SD2.x 768-v, {SDXL.resolution} for "
+        "SDXL; lower needs less memory and time.",
+        min=0, max=2048, step=64)
     preservation_weight: float = _option(
         1e-3, "λ of the paper's text-embedding-preservation loss (Eq. 3/4); 0 = off (faster: no corpus "
         "sentences in the steps). Not used by the official regularizer, whose weights are fixed.",

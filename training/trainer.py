@@ -3,8 +3,9 @@
 Everything model-specific comes in as plain callables and modules, so this file never
 touches ComfyUI:
 
-- ``encoder``: a trainable ``ClipTextEncoder`` (float32; its weights are a copy);
-- ``tokenize``: text -> content token ids of SD2's tokenizer;
+- ``encoder``: a trainable ``ClipTextEncoder``, or a ``ConcatTextEncoder`` of several (SDXL)
+  (float32; its weights are a copy);
+- ``tokenize``: text -> content token ids of the model's tokenizer;
 - ``encode_image``: ``[1, H, W, 3]`` pixels in 0..1 -> model-scaled latents;
 - ``denoiser``: ``(x_t, t, context) -> raw model output`` (eps or v), gradients flowing
   to ``context``; ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` and ``t`` integer timesteps;
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import corpus
-from .clip_text import ClipTextEncoder, weights_fingerprint
+from .clip_text import TextEncoder, weights_fingerprint
 from .errors import TrainingDivergedError, TrainingInputError, TrainingOutOfMemoryError, TrainingResumeError
 from .losses import (
     PREDICTIONS,
@@ -40,8 +41,10 @@ from .losses import (
     official_preservation_loss,
     paper_preservation_loss,
 )
+from .model_families import REFERENCE
 from .prompt_ids import (
     SD2_SPECIAL,
+    PromptBatch,
     PromptError,
     SpecialTokens,
     Tokenize,
@@ -84,9 +87,11 @@ class TrainResult:
     seconds: float  # wall time of the steps run in this call
     steps_run: int
     metadata: dict = field(default_factory=dict)  # for the residual file's `training` entry
+    base_model: str = REFERENCE.key  # the model family's key (training.model_families), set by the host adapter
+    text_encoders: str | None = None  # fingerprint of the (untrained) text encoders, set by the host adapter
 
 
-MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the SD2 checkpoint file it was trained on
+MODEL_CHECKPOINT = "model_checkpoint"  # key in a residual's `training`: the checkpoint file it was trained on
 TRAINING_CHECKPOINT = "training_checkpoint"  # key: the run's resumable state file (output/cones2_training/)
 
 
@@ -181,14 +186,20 @@ def _losses_template() -> dict[str, list[float]]:
     return {"loss": [], "diffusion": [], "preservation": []}
 
 
+def training_prompt(tokenize: Tokenize, phrase: str, phrase_ids, settings: TrainSettings,
+                    special: SpecialTokens) -> PromptBatch:
+    """The training prompt (``settings.training_prompt`` with the phrase) as a one-prompt batch; PromptError if unusable."""
+    text = corpus.fill(settings.training_prompt, " ".join(phrase.split()))
+    try:
+        return encode_prompts(tokenize, [text], phrase_ids, special)
+    except PromptError as e:
+        raise PromptError(f"training_prompt: {e} Write it with {{}} where the phrase goes, once.") from None
+
+
 def build_prompts(tokenize: Tokenize, phrase: str, settings: TrainSettings, special: SpecialTokens):
     """(phrase ids, training prompt, the paper term's sentences or None (λ = 0: None), residual prompts)."""
     phrase_ids = phrase_token_ids(tokenize, phrase, special)
-    text = corpus.fill(settings.training_prompt, phrase)
-    try:
-        train_prompt = encode_prompts(tokenize, [text], phrase_ids, special)
-    except PromptError as e:
-        raise PromptError(f"training_prompt: {e} Write it with {{}} where the phrase goes, once.") from None
+    train_prompt = training_prompt(tokenize, phrase, phrase_ids, settings, special)
     # λ = 0 turns the paper's term off: its sentences are then neither encoded nor trained through
     paper_term = settings.preservation == "paper" and settings.preservation_weight > 0
     sentences = None
@@ -217,7 +228,7 @@ class _Phase:
 
 
 @contextlib.contextmanager
-def _checked_layers(encoder: ClipTextEncoder, between):
+def _checked_layers(encoder: TextEncoder, between):
     """Call ``between`` (a cancel check) after every encoder layer: a cancel then lands within one layer."""
     encoder.between_layers = between
     try:
@@ -227,7 +238,7 @@ def _checked_layers(encoder: ClipTextEncoder, between):
 
 
 @torch.no_grad()
-def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, device, between, encoded=None,
+def _encode_chunks(encoder: TextEncoder, ids: torch.Tensor, start: int, device, between, encoded=None,
                    chunk=ENCODE_CHUNK):
     """(prefix hidden before layer ``start`` or None, final outputs), float32, for every row of ``ids``."""
     prefixes, outs = [], []
@@ -244,7 +255,7 @@ def _encode_chunks(encoder: ClipTextEncoder, ids: torch.Tensor, start: int, devi
     return (torch.cat(prefixes) if start else None), torch.cat(outs)
 
 
-def train_residual(*, encoder: ClipTextEncoder, tokenize: Tokenize, phrase: str, images: Sequence[torch.Tensor],
+def train_residual(*, encoder: TextEncoder, tokenize: Tokenize, phrase: str, images: Sequence[torch.Tensor],
                    encode_image: EncodeImage, denoiser: Denoiser, alphas_cumprod: torch.Tensor, prediction: str,
                    settings: TrainSettings = TrainSettings(), special: SpecialTokens = SD2_SPECIAL,  # noqa: B008 (frozen)
                    device=None, progress: Callable[[int, int, dict], None] | None = None,

@@ -3,7 +3,9 @@
 - ``tiny_tokenizer()``: a transformers ``CLIPTokenizer`` (the real class) over the byte-level
   base alphabet plus a few merges, so "dog" is one token and "robot toy" two, while other
   words split into characters, as unknown words do in CLIP's BPE.
-- ``tiny_encoder()``: a 2-layer ``ClipTextEncoder`` with random weights.
+- ``tiny_encoder()``: a 2-layer ``ClipTextEncoder`` with random weights; ``tiny_concat_encoder()``:
+  SDXL's shape in small, a 2-layer and a 3-layer encoder without final norm side by side, the
+  first padding with the end token, the second with id 0.
 - ``TinyDenoiser``: a frozen cross-attention denoiser whose output has a constant offset the
   context can learn to cancel: the training loss can fall only through the text encoder.
 """
@@ -69,6 +71,23 @@ def tiny_encoder(width: int = 32, layers: int = 2, seed: int = 0):
         enc.embeddings.token_embedding.weight.mul_(0.5)
         enc.embeddings.position_embedding.weight.mul_(0.1)
     return enc
+
+
+def tiny_concat_encoder(widths=(16, 24), layers=(2, 3), seed: int = 0):
+    from cones2.training.clip_text import ClipTextConfig, ClipTextEncoder, ConcatTextEncoder
+
+    parts = []
+    for i, (width, depth) in enumerate(zip(widths, layers, strict=True)):
+        torch.manual_seed(seed + i)
+        cfg = ClipTextConfig(vocab_size=vocab_size(), width=width, heads=2, mlp_width=2 * width, layers=depth,
+                             final_norm=False)
+        enc = ClipTextEncoder(cfg)
+        with torch.no_grad():
+            enc.embeddings.token_embedding.weight.mul_(0.5)
+            enc.embeddings.position_embedding.weight.mul_(0.1)
+        parts.append(enc)
+    end = special_tokens().end
+    return ConcatTextEncoder(parts, pads=(end, 0), end=end)
 
 
 class TinyDenoiser(nn.Module):

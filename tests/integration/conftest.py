@@ -39,6 +39,34 @@ def sd2(host, checkpoint_name):
     return host.run("CheckpointLoaderSimple", ckpt_name=checkpoint_name)
 
 
+def placed_checkpoint(host, name: str, build) -> str:
+    """``build()``'s cached checkpoint linked into the host's models/checkpoints as ``name``."""
+    folder = host.models_dir("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / name
+    if not link.exists():
+        link.symlink_to(build())
+    return name
+
+
+@pytest.fixture(scope="session")
+def sd1(host):
+    """(MODEL, CLIP, VAE) of the tiny SD1.5 checkpoint (devtools.tiny_sd15), loaded by CheckpointLoaderSimple."""
+    from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
+
+    return host.run("CheckpointLoaderSimple", ckpt_name=placed_checkpoint(host, "tiny-sd15.safetensors",
+                                                                          tiny_sd15_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def sdxl(host):
+    """(MODEL, CLIP, VAE) of the tiny Segmind Vega (SDXL family) checkpoint, loaded by CheckpointLoaderSimple."""
+    from cones2.devtools.tiny_sdxl import tiny_sdxl_checkpoint
+
+    return host.run("CheckpointLoaderSimple", ckpt_name=placed_checkpoint(host, "tiny-sdxl.safetensors",
+                                                                          tiny_sdxl_checkpoint))
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """ComfyUI's main.py --cpu with the pack installed and the tiny checkpoint; one per test session.

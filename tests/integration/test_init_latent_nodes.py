@@ -263,3 +263,32 @@ def test_the_nodes_are_registered_with_their_names_and_sockets(host):
     assert init.RETURN_TYPES == ("LATENT", "IMAGE", "IMAGE")
     assert init.RETURN_NAMES == ("latent", "composite", "mean_shift")
     assert init.INPUT_TYPES()["required"]["gamma"][0] == "FLOAT"  # a plain FLOAT spec (the shared float checks)
+
+
+_FAMILY_PROMPTS = {}
+
+
+@pytest.mark.parametrize("kind", ["KSampler", "Cones2LayoutGuidedSampler+self_recurrence"])
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_eq3_holds_on_sd1_and_sdxl_with_each_familys_latent_scale(host, request, photos, family, kind):
+    """The LATENT is read from the connected MODEL: SD1.5's scale 0.18215, SDXL's 0.13025 (Segmind Vega here)."""
+    model, clip, vae = request.getfixturevalue(family)
+    if family not in _FAMILY_PROMPTS:
+        (pos,) = host.run("Cones2ApplyResidual", clip=clip, text="a dog and a flower")
+        (neg,) = host.run("CLIPTextEncode", clip=clip, text="")
+        _FAMILY_PROMPTS[family] = pos, neg
+    scale = {"sd1": SD_SCALE, "sdxl": 0.13025}[family]
+    assert model.model.latent_format.scale_factor == scale
+    layout = layout_of(host)
+    latent, composite, _ = host.run("Cones2LayoutInitLatent", layout=layout, subject_photos=photos, vae=vae,
+                                    gamma=1.0, model=model)
+    import comfy.sample
+
+    with FirstUNetInput(model) as seen:
+        sample(host, kind, model, latent, _FAMILY_PROMPTS[family], layout)
+    shift = expected_mean_shift(host, vae, composite, 1.0) / SD_SCALE * scale
+    want = comfy.sample.prepare_noise(latent["samples"], SEED) + shift
+    for z in seen.x:
+        torch.testing.assert_close(z[None], want, rtol=0, atol=5e-5)
+    sigma_max = float(model.get_model_object("model_sampling").sigma_max)
+    torch.testing.assert_close(latent["samples"], shift / scale * (1 + sigma_max ** 2) ** 0.5, rtol=1e-5, atol=1e-4)

@@ -1,5 +1,8 @@
 """Layout guidance in the real ComfyUI with the tiny SD2-architecture UNet (random weights).
 
+Tests marked ``@every_family`` also run on the tiny SD1.5 UNet and on Segmind Vega's (SDXL
+family: multi-transformer blocks, no middle transformer, the ADM input).
+
 Cross-attention is observed through ComfyUI's own ``optimized_attention_override`` hook
 (it sees every attention call with its q, k and mask) and module hooks on the attention
 output projections; nothing of ComfyUI is replaced.
@@ -109,9 +112,26 @@ def official_attention(call, layout, subject_rows, weight=0.08, suppression=-1e8
                         for q, k, v in zip(call["q"], call["k"], call["v"], strict=True)])
 
 
-@pytest.fixture(scope="module")
-def parts(host, sd2):
-    model, clip, _vae = sd2
+FAMILIES = ["sd2", "sd1", "sdxl"]
+every_family = pytest.mark.parametrize("family", FAMILIES, indirect=True)
+_PARTS = {}  # per family, built once: SDXL's text encoders are slow on a CPU
+
+
+@pytest.fixture
+def family(request):
+    """The family a test runs on: SD2 unless it is marked ``@every_family``."""
+    return getattr(request, "param", "sd2")
+
+
+@pytest.fixture
+def parts(host, request, family):
+    if family not in _PARTS:
+        _PARTS[family] = make_parts(host, request.getfixturevalue(family))
+    return _PARTS[family]
+
+
+def make_parts(host, checkpoint):
+    model, clip, _vae = checkpoint
     load_core_extras(host)
     (pos,) = host.run("Cones2ApplyResidual", clip=clip, text=TEXT)
     (neg,) = host.run("CLIPTextEncode", clip=clip, text="")
@@ -138,6 +158,7 @@ def ksampler(host, model, p, steps=1, cfg=7.0, positive=None, negative=None, lat
 
 # --- guidance moves attention ---------------------------------------------------------------
 
+@every_family
 @pytest.mark.parametrize("scope", [OFFICIAL, PAPER])
 def test_guidance_raises_each_subjects_attention_mass_inside_its_box(host, parts, scope):
     plain, plain_probe = probed(parts["model"])
@@ -155,6 +176,7 @@ def test_guidance_raises_each_subjects_attention_mass_inside_its_box(host, parts
     assert {c["block"] for c in probe.calls if c["mask"] is not None} == layers and len(layers) >= 3
 
 
+@every_family
 def test_negative_rows_and_self_attention_are_bitwise_unchanged(host, parts):
     def record(model):
         m, probe = probed(model)
@@ -199,6 +221,7 @@ def test_negative_rows_and_self_attention_are_bitwise_unchanged(host, parts):
     assert "attn1" not in to.get("patches_replace", {}) and not to.get("patches", {}).get("attn1_patch")
 
 
+@every_family
 def test_negative_predictions_match_the_unpatched_unet_at_every_step(host, parts):
     guided = guide(host, parts["model"], parts["layout"]).clone()
     checked = []
@@ -253,6 +276,7 @@ def test_a_masked_attention_backend_that_cannot_take_masks_is_not_handed_the_bia
         torch.testing.assert_close(call["out"].double(), want, rtol=1e-4, atol=1e-5)
 
 
+@every_family
 def test_the_explicit_path_gives_the_official_formula_in_the_real_unet(host, parts, monkeypatch):
     lg = pack_module(host, "guidance.layout_guidance")
     monkeypatch.setattr(lg.GuidanceRun, "explicit", lambda self, device: True)  # the default off the CPU
@@ -371,6 +395,7 @@ def recurrent_run(host, parts, model, sampler_name, recur, end=1.0, steps=3, see
     return out["samples"]
 
 
+@every_family
 @pytest.mark.parametrize("sampler_name", ["euler", "dpmpp_2m"])
 def test_self_recurrence_repeats_each_guided_step(host, parts, sampler_name):
     model, calls = count_unet_calls(parts["model"])
@@ -585,6 +610,7 @@ def test_applying_guidance_twice_replaces_the_first(host, parts):
     assert len(twice.get_wrappers(pe.WrappersMP.OUTER_SAMPLE, gp.WRAPPER_KEY)) == 1
 
 
+@every_family
 def test_guidance_finds_every_cross_attention_block_of_the_unet(host, parts):
     gp = pack_module(host, "comfy_adapters.guidance_patch")
     blocks = gp.cross_attention_blocks(parts["model"])
@@ -643,3 +669,28 @@ def test_a_canvas_with_another_aspect_than_the_latent_is_refused(host, parts):
 def test_a_non_layout_input_is_refused(host, parts):
     with pytest.raises(ValueError, match="not a CONES2_LAYOUT"):
         guide(host, parts["model"], {"boxes": []})
+
+
+def test_a_model_of_another_kind_is_refused_naming_what_it_is(host):
+    """The SDXL refiner has cross-attention too, but no family's text conditioning: refused by name."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet = {"model_channels": 32, "use_linear_in_transformer": True, "context_dim": 1280, "adm_in_channels": 2560,
+            "transformer_depth": [1], "use_temporal_attention": False, "in_channels": 4, "out_channels": 4,
+            "num_res_blocks": [1], "channel_mult": [1], "transformer_depth_middle": 1,
+            "transformer_depth_output": [1, 1], "num_head_channels": 32, "use_spatial_transformer": True,
+            "legacy": False, "num_classes": "sequential", "image_size": 32, "use_checkpoint": False,
+            "use_temporal_resblock": False}
+    config = comfy.supported_models.SDXLRefiner(unet)
+    config.set_inference_dtype(torch.float32, None)
+    refiner = comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    for node in ("Cones2LayoutGuidance", "Cones2LayoutGuidedSampler"):
+        inputs = {"model": refiner, "layout": two_subject_layout(host), **guidance_options()}
+        if node == "Cones2LayoutGuidedSampler":
+            inputs.update(seed=0, steps=1, cfg=7.0, sampler_name="euler", scheduler="normal", positive=[], negative=[],
+                          latent_image={"samples": torch.zeros(1, 4, 8, 8)}, denoise=1.0)
+        with pytest.raises(ValueError, match=rf"{node}: the MODEL is SDXLRefiner, which Cones 2 cannot use.*"
+                                             r"SD1.x \(CLIP-L\), SD2.x \(OpenCLIP-H\), SDXL"):
+            host.run(node, **inputs)

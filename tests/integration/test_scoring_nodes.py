@@ -200,3 +200,45 @@ def test_a_dinov2_from_load_clip_vision_scores_as_dino_and_gives_no_clip_t(host,
     assert report.encoders == ("dinov2",) and report.clip_t is None
     assert report.images[0]["dinov2"].own == pytest.approx((1.0, 1.0), abs=1e-3)
     assert "CLIP-T not computed: the clip_vision model is DINOv2, which has no text tower" in table
+
+
+def small_clip_vision(host, tmp_path, config_name):
+    """ComfyUI's CLIP vision class with one of its configs made small (2 layers, 128 wide), projection kept."""
+    import comfy.clip_vision
+    from cones2.devtools.tiny_checkpoints import randomize
+
+    config = json.loads((host.path / "comfy" / config_name).read_text())
+    config.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+    (tmp_path / config_name).write_text(json.dumps(config))
+    vision = comfy.clip_vision.ClipVisionModel(str(tmp_path / config_name))
+    vision.load_sd(randomize(vision.get_sd(), torch.Generator().manual_seed(7)))
+    return vision
+
+
+def test_clip_t_on_sdxl_is_bigGs_projected_pooled_vector_against_a_bigG_tower(host, sdxl, tmp_path):
+    """SDXL's pooled vector is bigG's projected one (1280): with a ViT-bigG-shaped tower, CLIP-T is its cosine."""
+    _, clip, _ = sdxl
+    vision = small_clip_vision(host, tmp_path, "clip_vision_config_g.json")
+    image = canvas(A, B)[None]
+    report = score(host, image, references(host), layout(host), clip_vision=vision, clip=clip, prompt="a cat and a dog")[0]
+    with torch.inference_mode():
+        text = clip.encode_from_tokens(clip.tokenize("a cat and a dog"), return_pooled=True)[1][0]
+    square = torch.full((64, 64, 3), 0.5)
+    square[8:56] = image[0]
+    pixels = torch.nn.functional.interpolate(square.movedim(-1, 0)[None], size=(224, 224), mode="bicubic",
+                                             antialias=True).clamp(0, 1).movedim(1, -1)
+    with torch.inference_mode():
+        emb = vision.encode_image(pixels, crop=False)["image_embeds"][0]
+    assert text.shape == emb.shape == (1280,) and not report.notes
+    assert report.clip_t[0] == pytest.approx(float(torch.nn.functional.cosine_similarity(emb.double(), text.double(),
+                                                                                          dim=0)), abs=1e-4)
+
+
+def test_clip_t_on_sd1_is_explained_not_faked(host, sd1, clip_vision):
+    """SD1.5 checkpoints carry no text projection; ComfyUI's SD1 CLIP pools unprojected: CLIP-T is refused with why."""
+    _, clip, _ = sd1
+    report, table, _, _ = score(host, canvas(A, B)[None], references(host), layout(host), clip_vision=clip_vision,
+                                clip=clip, prompt="a photo of a cat and a dog")
+    assert report.clip_t is None and report.encoders == ("clip",)
+    assert "CLIP-T not computed: SD1.x checkpoints carry no text projection" in table
+    assert report.images[0]["clip"].own == pytest.approx((1.0, 1.0), abs=1e-3)  # CLIP-I still scores

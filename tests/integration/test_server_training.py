@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "train_residual.json"
+API = Path(__file__).resolve().parents[2] / "workflows" / "api"
+WORKFLOW = API / "train_residual.json"
 SMALL = {"steps": 2, "resolution": 64, "learning_rate": 1e-4, "corpus_size": 1, "sentences_per_step": 1,
          "train_layers": 1, "gradient_checkpointing": False, "checkpoint_every": 0}
 
@@ -41,7 +42,7 @@ def test_object_info_describes_the_training_nodes(comfy_server):
     req = info["input"]["required"]
     assert list(req)[:5] == ["model", "clip", "vae", "images", "phrase"]
     assert req["steps"][1]["default"] == 3000 and req["learning_rate"][1]["default"] == 1e-6
-    assert req["resolution"][1]["default"] == 512 and req["batch_size"][1]["default"] == 1
+    assert req["resolution"][1]["default"] == 0 and req["batch_size"][1]["default"] == 1  # 0: the model's own size
     opt = info["input"]["optional"]
     assert opt["preservation"][0] == ["paper", "official", "none"]
     assert opt["residual_from"][0] == ["corpus", "templates"]
@@ -95,3 +96,40 @@ def test_a_bad_input_reaches_the_user_as_a_named_error_and_writes_nothing(comfy_
     assert err is not None and err["node_type"] == "Cones2TrainResidual"
     assert "has no tokens. Type the subject's class word" in err["exception_message"]
     assert not list((comfy_server.base / "models").rglob("never_written*"))
+
+
+def tiny_sd15():
+    from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
+
+    return tiny_sd15_checkpoint()
+
+
+def tiny_sdxl():
+    from cones2.devtools.tiny_sdxl import tiny_sdxl_checkpoint
+
+    return tiny_sdxl_checkpoint()
+
+
+# the family's shipped workflow: (its tiny checkpoint, family key, conditioning width)
+FAMILY_WORKFLOWS = {"train_residual_sd15": (tiny_sd15, "sd1", 768), "train_residual_sdxl": (tiny_sdxl, "sdxl", 2048)}
+
+
+@pytest.mark.parametrize("name", list(FAMILY_WORKFLOWS))
+def test_each_familys_shipped_graph_trains_a_residual_of_its_family(comfy_server, subject_folder, name):
+    from cones2.training.residual_file import load_residual
+
+    build, key, width = FAMILY_WORKFLOWS[name]
+    checkpoints = comfy_server.base / "models" / "checkpoints"
+    link = checkpoints / f"tiny-{key}.safetensors"
+    if not link.exists():
+        link.symlink_to(build())
+    graph = json.loads((API / f"{name}.json").read_text())
+    graph["1"]["inputs"]["ckpt_name"] = link.name
+    graph["3"]["inputs"].update(SMALL)
+    graph["4"]["inputs"]["filename"] = f"server_{key}_dog"
+    outputs = comfy_server.run(graph)
+    path = comfy_server.base / "models" / "cones2_residuals" / outputs["4"]["text"][0]
+    residual = load_residual(path)
+    assert residual.tensor.shape == (1, width) and residual.base_model == key
+    assert torch.isfinite(residual.tensor).all() and residual.tensor.abs().max() > 0
+    assert residual.subject == "dog" and residual.training["steps"] == 2 and residual.training["resolution"] == 64

@@ -68,3 +68,15 @@ def test_a_missing_checkpoint_is_bad_input_with_status_1(photos, tmp_path):
                       "--output-dir", tmp_path, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "error: no checkpoint 'no_such_model.safetensors'" in proc.stderr
+
+
+def test_the_script_trains_on_sd15_and_the_residual_records_its_family(photos, tmp_path):
+    from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
+    from cones2.training import residual_file as rf
+
+    proc = run_script("--checkpoint", tiny_sd15_checkpoint(), "--images", photos, "--phrase", "dog", *FAST,
+                      "--output-dir", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    residual = rf.load_residual(Path(proc.stdout.strip().splitlines()[-1]))
+    assert residual.tensor.shape == (1, 768) and residual.base_model == "sd1" and residual.token_ids == (1929,)
+    assert residual.training["model_checkpoint"] == tiny_sd15_checkpoint().name

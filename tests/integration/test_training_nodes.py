@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 from cones2.devtools.comfy_host import load_core_extras
-from cones2.devtools.tiny_sd15 import tiny_sd15_checkpoint
 from cones2_test_support.float_noise import squared_error_bound
 
 SMALL = dict(learning_rate=1e-4, batch_size=1, resolution=64, preservation_weight=1e-3, seed=3,
@@ -110,11 +109,12 @@ def trained(host, sd2):
     unet = model.model.diffusion_model
     unet_before = {k: v.clone() for k, v in list(unet.state_dict().items())[::25]}
     sample_before = sample(host, model, clip)
+    fingerprint = pack_module(host, "comfy_adapters.model_families").text_encoder_fingerprint(clip)
     images = photos()
     with ProgressLog() as progress:
         residual, loss, plot = train(host, model, clip, vae, images=images, checkpoint_every=1,
                                      gradient_checkpointing=True)
-    return dict(residual=residual, loss=loss, plot=plot, progress=progress.values, images=images,
+    return dict(residual=residual, loss=loss, plot=plot, progress=progress.values, images=images, fingerprint=fingerprint,
                 clip_before=clip_before, clip_after=clip.encode_from_tokens(tokens), tokens=tokens,
                 unet_before=unet_before, unet_after={k: unet.state_dict()[k] for k in unet_before},
                 sample_before=sample_before, sample_after=sample(host, model, clip))
@@ -125,6 +125,7 @@ def test_training_returns_a_residual_a_loss_map_and_a_plot(trained):
     assert r.tensor.shape == (1, 1024) and r.tensor.dtype == torch.float32
     assert torch.isfinite(r.tensor).all() and r.tensor.abs().max() > 0
     assert r.subject == "dog" and r.token_ids == (1929,)  # SD2's id of "dog"
+    assert r.base_model == "sd2" and r.text_encoders == trained["fingerprint"]
     t = r.training
     assert t["steps"] == 2 and t["prediction"] == "eps" and t["preservation"] == "paper"
     assert t["residual_from"] == "corpus" and t["corpus_size"] == 1 and t["train_layers"] == 1
@@ -247,28 +248,26 @@ def test_a_weighted_phrase_is_refused(host, sd2):
         train(host, model, clip, vae, phrase="(dog:1.3)")
 
 
-@pytest.fixture(scope="module")
-def sd15(host):
-    folder = host.models_dir("checkpoints")
-    link = folder / "tiny-sd15.safetensors"
-    if not link.exists():
-        link.symlink_to(tiny_sd15_checkpoint())
-    return host.run("CheckpointLoaderSimple", ckpt_name=link.name)
-
-
-def test_a_non_sd2_checkpoint_is_refused(host, sd2, sd15):
+def test_a_model_and_clip_of_different_families_are_refused(host, sd2, sd1):
     model, clip, vae = sd2
-    with pytest.raises(ValueError, match=r"this CLIP is not SD2's \(its text encoders: \['l'\].*load an SD2.x"):
-        train(host, sd15[0], sd15[1], sd15[2])
-    with pytest.raises(ValueError, match="the MODEL is SD15, not SD2.x text-to-image"):
-        train(host, sd15[0], clip, vae)
+    with pytest.raises(ValueError, match=r"Cones2TrainResidual: the MODEL is SD2.x but the CLIP is SD1.x's \(CLIP-L\)"):
+        train(host, model, sd1[1], vae)
+    with pytest.raises(ValueError, match=r"Cones2TrainResidual: the MODEL is SD1.x but the CLIP is SD2.x's"):
+        train(host, sd1[0], clip, vae)
+
+
+def test_missing_inputs_are_named(host, sd2):
+    model, clip, vae = sd2
+    with pytest.raises(ValueError, match=r"Cones2TrainResidual: the clip, vae input is None; load an SD1.x, SD2.x "
+                                         r"or SDXL checkpoint"):
+        train(host, model, None, None)
 
 
 def test_an_unsupported_sampling_type_is_refused(host, sd2):
     model, clip, vae = sd2
     load_core_extras(host)
     (x0model,) = host.run("ModelSamplingDiscrete", model=model, sampling="x0", zsnr=False)
-    with pytest.raises(ValueError, match="Cones 2 trains eps or v-prediction SD2 models"):
+    with pytest.raises(ValueError, match="Cones 2 trains eps or v-prediction models on their discrete"):
         train(host, x0model, clip, vae)
 
 

@@ -1,4 +1,4 @@
-"""Phrases typed in any Unicode form find their prompt words as SD2's real tokenizer splits them."""
+"""Phrases typed in any Unicode form find their prompt words as each family's real tokenizers split them."""
 
 import sys
 import unicodedata
@@ -13,14 +13,14 @@ def pack_module(host, name):
     return sys.modules[f"{host.pack.__name__}.{name}"]
 
 
-@pytest.fixture(scope="module")
-def clip(sd2):
-    return sd2[1]
+@pytest.fixture(scope="module", params=["sd1", "sd2", "sdxl"])
+def clip(request):
+    return request.getfixturevalue(request.param)[1]
 
 
-def tokenizer_words(clip, text):
-    """The words of ``text`` as the host's own tokenizer (transformers' CLIPTokenizer) splits it."""
-    tok = clip.tokenizer.clip_h
+def tokenizer_words(clip, text, key):
+    """The words of ``text`` as the host's own tokenizer ``key`` (transformers' CLIPTokenizer) splits it."""
+    tok = getattr(clip.tokenizer, f"clip_{key}")
     pieces = [tok.inv_vocab[i] for i in tok.tokenizer(text)["input_ids"][1:-1]]
     words, word = [], ""
     for p in pieces:
@@ -35,13 +35,15 @@ def tokenizer_words(clip, text):
 @given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Co", "Cn")), max_size=24))
 def test_phrase_words_split_like_the_hosts_tokenizer_in_any_normal_form(host, clip, text):
     pt = pack_module(host, "guidance.prompt_tokens")
-    for form in ("NFC", "NFD"):
-        assert pt.phrase_words(unicodedata.normalize(form, text)) == tokenizer_words(clip, text)
+    for key in clip.tokenize("").keys():  # SDXL: both 'l' and 'g'
+        for form in ("NFC", "NFD"):
+            assert pt.phrase_words(unicodedata.normalize(form, text)) == tokenizer_words(clip, text, key)
 
 
-def bind(host, phrase):
+def bind(host, phrase, clip):
     rf = pack_module(host, "training.residual_file")
-    residual = rf.make_residual(torch.full((1, 1024), 0.5))
+    family = pack_module(host, "comfy_adapters.model_families").clip_family(clip)
+    residual = rf.make_residual(torch.full((1, family.width), 0.5), base_model=family.key)
     (bindings,) = host.run("Cones2BindResidual", residual=residual, phrase=phrase, occurrence=1, strength=1.0)
     return bindings
 
@@ -49,7 +51,7 @@ def bind(host, phrase):
 def test_a_decomposed_phrase_binds_to_the_composed_prompt_word(host, clip):
     nfd = unicodedata.normalize("NFD", "Café")
     assert nfd != unicodedata.normalize("NFC", nfd)
-    (cond,) = host.run("Cones2ApplyResidual", clip=clip, text="a dog in a café", bindings=bind(host, nfd))
+    (cond,) = host.run("Cones2ApplyResidual", clip=clip, text="a dog in a café", bindings=bind(host, nfd, clip))
     (plain,) = host.run("CLIPTextEncode", clip=clip, text="a dog in a café")
     changed = (cond[0][0] - plain[0][0]).abs().sum(-1)[0].nonzero().flatten().tolist()
     assert changed == [5]  # <start> a dog in a café: the residual went to café's row
@@ -57,6 +59,6 @@ def test_a_decomposed_phrase_binds_to_the_composed_prompt_word(host, clip):
 
 def test_the_phrase_not_found_message_shows_the_words_as_typed(host, clip):
     with pytest.raises(ValueError) as e:
-        host.run("Cones2ApplyResidual", clip=clip, text="a 🐶 in a café", bindings=bind(host, "cat"))
+        host.run("Cones2ApplyResidual", clip=clip, text="a 🐶 in a café", bindings=bind(host, "cat", clip))
     assert "(prompt words: 'a 🐶 in a café')" in str(e.value)
     assert "ðŁ" not in str(e.value) and "Ã" not in str(e.value)

@@ -149,10 +149,40 @@ def test_newer_format_version_and_other_base_model_are_refused(tmp_path):
               metadata={"format": "cones2-residual", "format_version": "9"})
     with pytest.raises(rf.ResidualFileError, match="format version 9.*Update the pack"):
         rf.load_residual(tmp_path / "v9.safetensors")
-    save_file({"residual": t}, str(tmp_path / "xl.safetensors"),
-              metadata={"format": "cones2-residual", "base_model": "sdxl"})
-    with pytest.raises(rf.ResidualFileError, match="base model 'sdxl'"):
-        rf.load_residual(tmp_path / "xl.safetensors")
+    save_file({"residual": t}, str(tmp_path / "sd3.safetensors"),
+              metadata={"format": "cones2-residual", "base_model": "sd3"})
+    with pytest.raises(rf.ResidualFileError, match=r"sd3.safetensors: made for base model 'sd3'.*sd1 \(SD1.x\)"):
+        rf.load_residual(tmp_path / "sd3.safetensors")
+
+
+@pytest.mark.parametrize("key,width", [("sd1", 768), ("sd2", 1024), ("sdxl", 2048)])
+def test_each_family_round_trips_with_its_width_and_encoder_fingerprint(tmp_path, key, width):
+    r = rf.make_residual(torch.randn(2, width), subject="dog", base_model=key, text_encoders="w1:0123456789abcdef")
+    path = rf.save_residual(r, tmp_path / f"{key}.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["base_model"] == key and f.metadata()["text_encoders"] == "w1:0123456789abcdef"
+    back = rf.load_residual(path)
+    assert back.family.key == key and back.family.width == width and back.tensor.shape == (2, width)
+    assert back.text_encoders == "w1:0123456789abcdef" and torch.equal(back.tensor, r.tensor)
+
+
+def test_a_file_without_a_family_is_sd2_and_records_no_fingerprint(tmp_path):
+    save_file({"residual": torch.zeros(1, 1024)}, str(tmp_path / "old.safetensors"), metadata={"format": "cones2-residual"})
+    back = rf.load_residual(tmp_path / "old.safetensors")
+    assert back.base_model == "sd2" and back.family.width == 1024 and back.text_encoders is None
+    assert "text_encoders" not in rf.residual_metadata(back)
+
+
+@pytest.mark.parametrize("key,width", [("sd1", 1024), ("sd1", 2048), ("sdxl", 768), ("sdxl", 1024), ("sd2", 2048)])
+def test_the_width_must_be_the_recorded_familys(tmp_path, key, width):
+    save_file({"residual": torch.zeros(1, width)}, str(tmp_path / "r.safetensors"),
+              metadata={"format": "cones2-residual", "base_model": key})
+    with pytest.raises(rf.ResidualFileError) as e:
+        rf.load_residual(tmp_path / "r.safetensors")
+    family = rf.family_named(key)
+    msg = str(e.value)
+    assert f"{width} wide" in msg and f"family is {family.label}" in msg and f"{family.width} wide" in msg
+    assert rf.family_of_width(width).label in msg and "train this subject again" in msg
 
 
 def test_bad_shapes_and_inconsistent_token_ids():
@@ -373,7 +403,7 @@ def test_a_safetensors_without_a_residual_lists_what_it_holds(tmp_path, tensors,
         rf.load_residual(tmp_path / "other.safetensors")
     msg = str(e.value)
     assert msg.startswith(f"other.safetensors: not a Cones 2 residual: it holds {listed}. A residual holds one "
-                          "tensor named 'residual' [n_tokens, 1024]"), msg
+                          "tensor named 'residual' [n_tokens, width] (width 768 on SD1.x, 1024 on SD2.x, 2048 on SDXL"), msg
     assert hint in msg and msg.endswith("Put only residual files in models/cones2_residuals.")
 
 

@@ -90,3 +90,15 @@ def test_the_lr_alias_and_a_bad_choice():
     assert script.settings_from(script.parse_args(argv("--lr", "2e-6")), ts.TrainSettings).learning_rate == 2e-6
     with pytest.raises(SystemExit):
         script.parse_args(argv("--preservation", "both"))
+
+
+@pytest.mark.parametrize("family, prediction, size", [
+    ("sd1", "eps", 512), ("sd2", "eps", 512), ("sd2", "v", 768), ("sdxl", "eps", 1024), ("sdxl", "v", 1024)])
+def test_resolution_0_is_the_models_native_size_and_a_given_size_is_kept(family, prediction, size):
+    from cones2.training.model_families import family_named
+
+    f = family_named(family)
+    assert ts.TrainSettings().resolution == ts.NATIVE_RESOLUTION == 0
+    assert ts.resolved_resolution(ts.TrainSettings(), f, prediction).resolution == size
+    assert ts.resolved_resolution(ts.TrainSettings(resolution=320), f, prediction).resolution == 320
+    assert f"{size} for" in next(s for s in OFFERED if s.name == "resolution").help

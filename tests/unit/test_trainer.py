@@ -155,6 +155,18 @@ def test_training_the_last_layers_leaves_the_rest_untouched():
     assert changed and all(k.startswith(("encoder.layers.2.", "final_layer_norm.")) for k in changed)
 
 
+def test_a_concat_encoder_trains_its_parts_last_layers_and_gives_rows_of_their_total_width():
+    enc = tt.tiny_concat_encoder()
+    before = copy.deepcopy(enc.state_dict())
+    res = run(quick(steps=4, train_layers=1), encoder=enc, denoiser=tt.TinyDenoiser(context_dim=40))
+    after = enc.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {k.split(".layers.")[0] + ".layers." + k.split(".layers.")[1].split(".")[0] for k in changed} == {
+        "parts.0.encoder.layers.1", "parts.1.encoder.layers.2"}
+    assert res.residual.shape == (1, 40) and torch.isfinite(res.residual).all() and res.residual.abs().max() > 0
+    assert res.metadata["train_layers"] == 1
+
+
 def test_a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
     s = quick(steps=6, checkpoint_every=3)
     straight = run(s, checkpoint_path=tmp_path / "a.ckpt")

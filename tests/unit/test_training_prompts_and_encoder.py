@@ -5,6 +5,7 @@ import torch
 from cones2.training.clip_text import (
     ClipTextConfig,
     ClipTextEncoder,
+    ConcatTextEncoder,
     config_from_state_dict,
     encoder_from_state_dict,
     weights_fingerprint,
@@ -162,3 +163,79 @@ def test_fingerprint_changes_with_the_weights():
     with torch.no_grad():
         enc.layers[-1].mlp.fc2.weight[0, 0] += 1
     assert weights_fingerprint(enc) != a
+
+
+def test_without_final_norm_the_encoder_gives_the_raw_hidden_state_and_stores_no_norm():
+    hf = hf_model(act="quick_gelu")
+    ids = torch.tensor([tt.special_tokens().start, *tt.tokenize("a dog"), tt.special_tokens().end] + [0] * 73)[None]
+    with torch.no_grad():
+        want = hf(ids, output_hidden_states=True).hidden_states[-2]  # SDXL's rows: no final layer norm
+        ours = encoder_from_state_dict(hf.state_dict(), layer_index=-2, heads=2, activation="quick_gelu",
+                                       final_norm=False)
+        torch.testing.assert_close(ours(ids), want, atol=1e-5, rtol=1e-5)
+    assert not [k for k in ours.state_dict() if "final_layer_norm" in k]
+    assert {id(p) for p in ours.trainable_parameters(1)} == {id(p) for p in ours.layers[-1].parameters()}
+    assert weights_fingerprint(ours) != weights_fingerprint(encoder_from_state_dict(hf.state_dict(), heads=2))
+
+
+def content_ids(text, pad):
+    s = tt.special_tokens()
+    body = [s.start, *tt.tokenize(text), s.end]
+    return torch.tensor([body + [pad] * (77 - len(body))])
+
+
+def test_a_concat_encoder_is_its_parts_side_by_side_each_padded_its_own_way():
+    enc = tt.tiny_concat_encoder()
+    end = tt.special_tokens().end
+    a, b = enc.parts
+    with torch.no_grad():
+        want = torch.cat([a(content_ids("a robot toy", end)), b(content_ids("a robot toy", 0))], dim=-1)
+        for pad in (end, 0, tt.special_tokens().pad):  # however the prompt was padded
+            torch.testing.assert_close(enc(content_ids("a robot toy", pad)), want, rtol=0, atol=0)
+    assert want.shape == (1, 77, 16 + 24)
+    # an end token inside the content region is the first end: only what follows it is padding
+    ids = content_ids("a dog", end)
+    assert enc.part_ids(ids, 0)[0, :4].tolist() == ids[0, :4].tolist() and enc.part_ids(ids, 0)[0, 4:].eq(0).all()
+
+
+def test_a_concat_encoder_splits_at_every_layer_and_trains_the_last_k_layers_of_each_part():
+    enc = tt.tiny_concat_encoder()
+    ids = torch.cat([content_ids("a dog", 0), content_ids("a cat on a robot toy", 0)])
+    a, b = enc.parts
+    assert len(enc.layers) == 3
+    with torch.no_grad():
+        whole = enc(ids)
+        for start in range(4):
+            torch.testing.assert_close(enc.forward_from(enc.embed_prefix(ids, start), start), whole)
+    assert enc.first_trained_layer(1) == 2 and enc.first_trained_layer(0) == 0 and enc.first_trained_layer(3) == 0
+    ids_of = lambda params: {id(p) for p in params}  # noqa: E731
+    assert ids_of(enc.trainable_parameters(1)) == ids_of([*a.layers[1].parameters(), *b.layers[2].parameters()])
+    # k at least as deep as a part: that part trains whole, embeddings included
+    assert ids_of(enc.trainable_parameters(2)) == ids_of([*a.parameters(), *b.layers[1:].parameters()])
+    assert ids_of(enc.trainable_parameters(0)) == ids_of(enc.parameters())
+    names = dict(enc.named_parameters())
+    assert "parts.0.encoder.layers.1.mlp.fc1.weight" in names and "parts.1.embeddings.token_embedding.weight" in names
+
+
+def test_a_concat_encoder_passes_checkpointing_and_cancel_checks_to_its_parts():
+    enc = tt.tiny_concat_encoder()
+    calls = []
+    enc.between_layers = lambda: calls.append(1)
+    enc.gradient_checkpointing = True
+    assert all(p.gradient_checkpointing and p.between_layers is enc.between_layers for p in enc.parts)
+    enc(content_ids("a dog", 0)).sum().backward()
+    assert len(calls) == 2 + 3
+    enc.between_layers = None
+    assert all(p.between_layers is None for p in enc.parts)
+    with pytest.raises(ValueError, match="one pad id per part"):
+        ConcatTextEncoder(list(enc.parts), pads=(0,), end=1)
+
+
+def test_a_concat_fingerprint_changes_with_either_part():
+    enc = tt.tiny_concat_encoder()
+    seen = {weights_fingerprint(enc)}
+    for part in enc.parts:
+        with torch.no_grad():
+            part.layers[-1].mlp.fc2.weight[0, 0] += 1
+        seen.add(weights_fingerprint(enc))
+    assert len(seen) == 3
