@@ -247,8 +247,7 @@ def main(argv=None) -> int:
 
     with torch.inference_mode():  # loaded as inside a ComfyUI prompt
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(ckpt), output_vae=True, output_clip=True,
-            embedding_directory=folder_paths.get_folder_paths("embeddings"))
+            str(ckpt), output_vae=True, output_clip=True, embedding_directory=folder_paths.get_folder_paths("embeddings"))
     if args.prediction != "auto":
         from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
 
