@@ -138,7 +138,8 @@ def test_values_are_checked_as_in_a_file(value, said):
 @pytest.mark.parametrize("meta, said", [
     ({"format": "lora"}, "not a Cones 2 residual: it holds format 'lora'"),
     ({"format_version": "9"}, "written in residual format version 9"),
-    ({"base_model": "sdxl"}, "made for base model 'sdxl'"),
+    ({"base_model": "sd3"}, "made for base model 'sd3', which this pack cannot apply"),
+    ({"base_model": "sdxl"}, "the residual is 1024 wide"),  # a 1024-wide row is not SDXL's 2048
     ({"token_ids": "[1, 2"}, "damaged metadata"),
     ({"token_ids": "5"}, "damaged metadata"),
     ({"token_ids": "[\"a\"]"}, "damaged metadata"),
