@@ -22,9 +22,10 @@ Rows:
   comfy_adapters/training.ComfyDenoiser) where this branch trains the family (SD1.5, SD2.x):
   default (bf16 autocast as on CUDA, checkpointing, the paper's regulariser, 4 sentences per step),
   low-memory (default + train_layers 4), authors' (their settings: fp32, no checkpointing,
-  their regulariser and prompt). SDXL: this branch has no SDXL training path yet, so its rows
-  are counted by this file's own step (``direct_step``) with ComfyUI's UNet and the pack's
-  ComfyDenoiser (same checkpointing and weight copies), marked "direct".
+  their regulariser and prompt). SDXL goes through the pack's step too once the checkout trains
+  it (``pack_trains``: ConcatTextEncoder and ComfyDenoiser(y=)); until then its rows are counted
+  by this file's own step (``count_direct_step``) with ComfyUI's UNet and the pack's
+  ComfyDenoiser (same checkpointing and weight copies), and say "direct".
 The UNet's weights are stored as --unet-dtype says; by default as ComfyUI stores them on CUDA
 (fp16) for the bf16 presets, and in fp32 for the authors' preset, as with --fp32-unet (what the
 preset means; without that flag ComfyUI would hold them in fp16 and run the UNet in fp16).
@@ -72,7 +73,6 @@ class Family:
     encoders: tuple  # ClipTextConfig keyword sets; SDXL: CLIP-L then bigG, outputs concatenated
     tokenizer: tuple[str, str, str]  # (module, class, key) of ComfyUI's tokenizer
     resolutions: tuple[int, ...]
-    pack_path: bool  # this branch trains it through train_residual
 
 
 CLIP_L_LAST = {"width": 768, "heads": 12, "mlp_width": 3072, "layers": 12, "activation": "quick_gelu"}
@@ -81,11 +81,11 @@ OPENCLIP_H_PENULTIMATE = {}  # ClipTextConfig's defaults: 1024 wide, 16 heads, 2
 OPENCLIP_G_PENULTIMATE = {"width": 1280, "heads": 20, "mlp_width": 5120, "layers": 31, "activation": "gelu"}
 
 FAMILIES = {
-    "sd15": Family("SD1.5", "SD15", SD15_UNET, (CLIP_L_LAST,), ("comfy.sd1_clip", "SD1Tokenizer", "l"), (512,), True),
+    "sd15": Family("SD1.5", "SD15", SD15_UNET, (CLIP_L_LAST,), ("comfy.sd1_clip", "SD1Tokenizer", "l"), (512,)),
     "sd21": Family("SD2.1", "SD20", SD21_UNET, (OPENCLIP_H_PENULTIMATE,), ("comfy.text_encoders.sd2_clip", "SD2Tokenizer", "h"),
-                   (512, 768), True),
+                   (512, 768)),
     "sdxl": Family("SDXL", "SDXL", SDXL_UNET, (CLIP_L_PENULTIMATE, OPENCLIP_G_PENULTIMATE),
-                   ("comfy.sd1_clip", "SD1Tokenizer", "l"), (1024,), False),
+                   ("comfy.sdxl_clip", "SDXLTokenizer", "l"), (1024,)),
 }
 
 REFERENCE = "authors' step"
@@ -113,6 +113,19 @@ def host_setup(comfyui: Path):
 
     comfy.cli_args.args.cpu = True  # counting runs on the CPU; nothing is allocated anyway
     import comfy.model_management  # noqa: F401
+
+
+def pack_trains(family: Family) -> bool:
+    """Whether this checkout's training step takes the family: one text encoder, or (SDXL) the pack's
+    ConcatTextEncoder and a ComfyDenoiser that passes the ADM vector ``y`` (the family-training branch)."""
+    import inspect
+
+    from cones2.comfy_adapters.training import ComfyDenoiser
+    from cones2.training import clip_text
+
+    if len(family.encoders) == 1:
+        return True
+    return hasattr(clip_text, "ConcatTextEncoder") and "y" in inspect.signature(ComfyDenoiser).parameters
 
 
 def build_unet(family: Family, unet_dtype):
@@ -170,8 +183,16 @@ def count_pack_step(family: Family, settings, unet_dtype, corpus_size: int):
     settings = replace(settings, steps=3, corpus_size=corpus_size, checkpoint_every=0)
     latent = settings.resolution // 8
     with CostMeter(fake=True) as meter, _fingerprints_off(trainer):
-        (encoder,) = build_encoders(family)
+        encoders = build_encoders(family)
         patcher = build_unet(family, unet_dtype)
+        extra = {}
+        if len(encoders) == 1:
+            (encoder,) = encoders
+        else:  # SDXL: CLIP-L pads with its end token, bigG with 0 (ComfyUI's tokenizers); y = pooled vector + sizes
+            from cones2.training.clip_text import ConcatTextEncoder
+
+            encoder = ConcatTextEncoder(encoders, pads=(special.end, 0), end=special.end)
+            extra["y"] = torch.zeros(1, family.unet["adm_in_channels"])
         photos = [torch.rand(settings.resolution, settings.resolution, 3) for _ in range(4)]
 
         def encode_image(pixels):  # the pack encodes each photo once, before the steps: not in a step
@@ -185,7 +206,8 @@ def count_pack_step(family: Family, settings, unet_dtype, corpus_size: int):
                 raise _Counted
 
         with adapters.training_mode(), \
-                adapters.ComfyDenoiser(patcher, gradient_checkpointing=settings.gradient_checkpointing) as denoiser, \
+                adapters.ComfyDenoiser(patcher, gradient_checkpointing=settings.gradient_checkpointing,
+                                       **extra) as denoiser, \
                 adapters.host_training_flag():
             try:
                 trainer.train_residual(encoder=encoder, tokenize=tokenize, phrase="dog", images=photos,
@@ -354,7 +376,7 @@ def main(argv=None) -> int:
                 settings = TrainSettings.from_values({**over, "resolution": resolution, "batch_size": args.batch_size})
                 unet_dtype = dtypes[args.unet_dtype if args.unet_dtype != "auto"
                                     else "fp32" if settings.precision == "fp32" else "fp16"]
-                if family.pack_path:
+                if pack_trains(family):
                     cost = count_pack_step(family, settings, unet_dtype, args.corpus_size)
                     how = "pack: train_residual + ComfyDenoiser"
                 else:
