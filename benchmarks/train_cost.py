@@ -41,11 +41,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scripts.pack_alias import (
-    import_pack_core,  # run from the checkout's root: python -m benchmarks.train_cost
-)
-
-import_pack_core()
+try:  # run from the checkout's root: python -m benchmarks.train_cost
+    from scripts.pack_alias import import_pack_core
+except ImportError:  # imported as cones2.benchmarks.train_cost (the tests): the alias is in place
+    pass
+else:
+    import_pack_core()
 
 _BASE = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
          "in_channels": 4, "model_channels": 320, "use_temporal_attention": False, "use_temporal_resblock": False}
@@ -128,9 +129,9 @@ def pack_trains(family: Family) -> bool:
     return hasattr(clip_text, "ConcatTextEncoder") and "y" in inspect.signature(ComfyDenoiser).parameters
 
 
-def build_unet(family: Family, unet_dtype):
+def build_unet(family: Family, unet_dtype, *, fake: bool = True):
     """A ModelPatcher around the family's full-size UNet, built by the host's model config (fake weights under
-    the caller's FakeTensorMode)."""
+    the caller's FakeTensorMode; real ones, small and random, for a check against a real run)."""
     import comfy.model_detection
     import comfy.model_patcher
     import torch
@@ -142,6 +143,10 @@ def build_unet(family: Family, unet_dtype):
     config.set_inference_dtype(unet_dtype, None)
     model = config.get_model({}, "", device=torch.device("cpu"))
     model.requires_grad_(False)
+    if not fake:  # ComfyUI leaves weights uninitialised (they are loaded): values that keep the loss finite
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.02)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
@@ -172,8 +177,10 @@ def host_tokenize(family: Family):
     return tokenize, special
 
 
-def count_pack_step(family: Family, settings, unet_dtype, corpus_size: int):
-    """Count the second step of the pack's own training loop (train_residual + ComfyDenoiser)."""
+def count_pack_step(family: Family, settings, unet_dtype, corpus_size: int, *, fake: bool = True):
+    """Count the second step of the pack's own training loop (train_residual + ComfyDenoiser).
+
+    ``fake=False`` runs it for real (small families only: the check that fake counting equals a real run)."""
     import torch
     from cones2.benchmarks.cost_counting import CostMeter
     from cones2.comfy_adapters import training as adapters
@@ -182,9 +189,9 @@ def count_pack_step(family: Family, settings, unet_dtype, corpus_size: int):
     tokenize, special = host_tokenize(family)
     settings = replace(settings, steps=3, corpus_size=corpus_size, checkpoint_every=0)
     latent = settings.resolution // 8
-    with CostMeter(fake=True) as meter, _fingerprints_off(trainer):
+    with CostMeter(fake=fake) as meter, _fingerprints_off(trainer):
         encoders = build_encoders(family)
-        patcher = build_unet(family, unet_dtype)
+        patcher = build_unet(family, unet_dtype, fake=fake)
         extra = {}
         if len(encoders) == 1:
             (encoder,) = encoders
