@@ -13,7 +13,9 @@ Pure torch, used by benchmarks/train_cost.py and tested on small modules
   (which hold no values) with a fixed number, so code that reads a loss or checks ``isfinite``
   runs unchanged. The counts never depend on values.
 - FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention:
-  2 per multiply-add; elementwise ops count 0, as there).
+  2 per multiply-add; elementwise ops count 0, as there). Its table lacks the CPU's fused
+  attention kernel (what ``scaled_dot_product_attention`` runs on a CPU, and under fake tensors),
+  so that kernel is counted with the formulas of the CUDA ones (``ATTENTION_ON_CPU``).
 
 Under ``torch._subclasses.FakeTensorMode`` no tensor holds memory or data, so a full-size step
 (SDXL's 2.6B-parameter UNet) is counted in seconds on a CPU; shapes, dtypes and the creation
@@ -27,11 +29,29 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 GiB = 2**30
+
+
+
+def _cpu_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                            **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_aten = torch.ops.aten
+ATTENTION_ON_CPU = {  # the formulas torch applies to its CUDA flash kernels (same leading arguments)
+    _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+}
 
 
 class LiveBytes(TorchDispatchMode):
@@ -134,7 +154,7 @@ class CostMeter:
         """Begin the reported stretch: the peak restarts from what is live now."""
         self.bytes.reset_peak()
         self._start_bytes = self.bytes.live
-        self._flops = FlopCounterMode(display=False, depth=self.depth)
+        self._flops = FlopCounterMode(display=False, depth=self.depth, custom_mapping=ATTENTION_ON_CPU)
         self._flops.__enter__()
 
     def stop(self) -> StepCost:

@@ -5,7 +5,8 @@
 
 COUNTED ON THE CPU, NOT MEASURED ON A GPU. Every model is built at its full size with
 ComfyUI's own classes (the host's supported_models configs) under FakeTensorMode: no weight
-is allocated and no value computed, yet every op runs with its real shapes and dtypes, so
+is allocated and no value computed, yet every op runs with its real shapes and dtypes. Attention
+is ComfyUI's pytorch attention (torch's fused SDPA), what it runs on a GPU. So
 - FLOPs come from torch.utils.flop_counter (matmuls, convolutions, attention; 2 per multiply-add);
 - "peak" is the highest sum of live tensor storages (benchmarks/cost_counting.LiveBytes):
   weights, the trainable encoder, its gradients and AdamW state, cached latents and targets,
@@ -113,6 +114,9 @@ def host_setup(comfyui: Path):
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # counting runs on the CPU; nothing is allocated anyway
+    # the attention ComfyUI runs on a GPU (torch's fused SDPA, which keeps no attention matrix for backward);
+    # on a CPU it would pick sub-quadratic chunked attention, whose memory is not a GPU's
+    comfy.cli_args.args.use_pytorch_cross_attention = True
     import comfy.model_management  # noqa: F401
 
 

@@ -116,3 +116,18 @@ def test_moving_a_fake_module_to_its_own_device_is_a_no_op():
         weight = emb.weight
         assert emb.to("cpu") is emb and emb.weight is weight
         assert emb.to(device=torch.device("cpu")).weight is weight
+
+
+@pytest.mark.parametrize("fake", [False, True])
+def test_fused_attention_on_the_cpu_counts_as_torch_counts_the_gpu_kernels(fake):
+    b, h, n, m, d = 2, 3, 16, 24, 8
+    with CostMeter(fake=fake) as meter:
+        q = torch.randn(b, h, n, d, requires_grad=True)
+        k = torch.randn(b, h, m, d, requires_grad=True)
+        v = torch.randn(b, h, m, d, requires_grad=True)
+        meter.start()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+        cost = meter.stop()
+    # forward: Q·K^T and P·V (2·b·h·n·m·d each); backward: 2.5 times that (torch's sdpa_backward_flop_count)
+    forward = 4 * b * h * n * m * d
+    assert cost.flops == forward + forward * 5 // 2
