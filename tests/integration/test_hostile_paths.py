@@ -208,7 +208,7 @@ def test_an_inline_residual_never_reads_or_writes_a_file_whatever_its_value(host
     answers = {}
     with disk_access() as events:
         for name in names:
-            answers[name] = node.VALIDATE_INPUTS(residual_base64=name, phrase="dog", occurrence=1, strength=1.0)
+            answers[name] = node.VALIDATE_INPUTS(residual_base64=name)  # the one input it reads
             with pytest.raises(ValueError) as e:
                 host.run("Cones2InlineResidual", residual_base64=name, phrase="dog", occurrence=1, strength=1.0)
             assert str(e.value) == answers[name]
