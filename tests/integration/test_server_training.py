@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cones2_test_support.memory import SDXL_TRAINING_GIB, require_free_memory
 from PIL import Image
 
 API = Path(__file__).resolve().parents[2] / "workflows" / "api"
@@ -119,6 +120,8 @@ def test_each_familys_shipped_graph_trains_a_residual_of_its_family(comfy_server
     from cones2.training.residual_file import load_residual
 
     build, key, width = FAMILY_WORKFLOWS[name]
+    if key == "sdxl":
+        require_free_memory(SDXL_TRAINING_GIB, "training on the SDXL test checkpoint in the server")
     checkpoints = comfy_server.base / "models" / "checkpoints"
     link = checkpoints / f"tiny-{key}.safetensors"
     if not link.exists():
@@ -127,7 +130,10 @@ def test_each_familys_shipped_graph_trains_a_residual_of_its_family(comfy_server
     graph["1"]["inputs"]["ckpt_name"] = link.name
     graph["3"]["inputs"].update(SMALL)
     graph["4"]["inputs"]["filename"] = f"server_{key}_dog"
-    outputs = comfy_server.run(graph)
+    try:
+        outputs = comfy_server.run(graph)
+    finally:  # the session's server would hold SDXL (about 9 GB) for every later test
+        comfy_server.post("/free", {"unload_models": True, "free_memory": True})
     path = comfy_server.base / "models" / "cones2_residuals" / outputs["4"]["text"][0]
     residual = load_residual(path)
     assert residual.tensor.shape == (1, width) and residual.base_model == key

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from cones2_test_support.float_noise import squared_error_bound
+from cones2_test_support.memory import SDXL_TRAINING_GIB, require_free_memory
 
 SMALL = dict(learning_rate=1e-4, batch_size=1, resolution=64, preservation_weight=1e-3, seed=3,
              corpus_size=1, sentences_per_step=1, train_layers=1, gradient_checkpointing=False)
@@ -45,6 +46,8 @@ def family(request):
 @pytest.fixture(scope="module")
 def trained(host, family):
     name, (model, clip, vae) = family
+    if name == "sdxl":
+        require_free_memory(SDXL_TRAINING_GIB, "training on the SDXL test checkpoint")
     images = photos()
     clip_before = clip.encode_from_tokens(clip.tokenize(PROMPT))
     # SDXL with the UNet's activation checkpoints (a low-memory option; also keeps this CPU test near 12 GB)
