@@ -29,7 +29,12 @@ SMALL_TRAINING = {"steps": 2, "resolution": 64, "learning_rate": 1e-4, "corpus_s
                   "train_layers": 1, "gradient_checkpointing": False, "checkpoint_every": 0}
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 NAMES = [p.stem for p in API_FILES]
-RUN_ELSEWHERE = {"score_and_pick_best"}  # needs an image encoder and photo folders: test_server_scoring.py
+RUN_ELSEWHERE = {
+    "score_and_pick_best",  # needs an image encoder and photo folders: test_server_scoring.py
+    # another family's checkpoint and residuals, not this server's tiny SD2: test_server_families.py and
+    # test_server_training.py run them on their own family's test checkpoint
+    "two_subjects_boxes_sd15", "two_subjects_boxes_sdxl", "train_residual_sd15", "train_residual_sdxl",
+}
 
 
 def load(name, api=True):
